@@ -1,0 +1,47 @@
+//! capstan-testapp: the program in capstan's test images, in the spirit of
+//! Kubernetes' agnhost. Built statically (musl) so it runs in an image that
+//! holds nothing else, and so its DNS lookups use musl's resolver, which
+//! reads /etc/resolv.conf (search list, ndots) as a pod's programs do.
+
+mod client;
+mod serve;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "capstan-testapp", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP, TCP echo and UDP echo until killed.
+    Serve(serve::Ports),
+    /// Resolve a name as a program in this container would; prints one
+    /// address per line, exits 1 if the name does not resolve.
+    DnsLookup { name: String },
+    /// Open a TCP connection, send a line, print the peer and the reply.
+    Connect {
+        address: SocketAddr,
+        #[arg(long, default_value = "hello")]
+        send: String,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Serve(ports) => serve::run(ports),
+        Command::DnsLookup { name } => client::dns_lookup(&name),
+        Command::Connect {
+            address,
+            send,
+            timeout_secs,
+        } => client::connect(address, &send, std::time::Duration::from_secs(timeout_secs)),
+    }
+}
