@@ -1,0 +1,52 @@
+//! cargo xtask: everything it takes to build, test and run capstan on a
+//! fresh Debian 12 machine, as commands instead of instructions.
+
+mod cmd;
+mod ebpf;
+mod image;
+mod paths;
+mod setup;
+mod test;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building, testing and benchmarking need (idempotent).
+    Setup,
+    /// Build the eBPF programs the agent embeds.
+    BuildEbpf,
+    /// Build the test images (OCI tarballs) from local files.
+    Image,
+    /// Set up, build, lint, and run every test (end-to-end ones need root).
+    Test(test::TestArgs),
+    /// Run a single-node cluster on this host until Ctrl-C.
+    Up(up::UpArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Args::parse().task {
+        Task::Setup => setup::run().map(drop),
+        Task::BuildEbpf => ebpf::build(),
+        Task::Image => image::build().map(drop),
+        Task::Test(args) => test::run(&args),
+        Task::Up(args) => up::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The chain of contexts says what failed and how to fix it; a
+        // backtrace of xtask itself would only bury that.
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

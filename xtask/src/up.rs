@@ -1,0 +1,119 @@
+//! `cargo xtask up`: a single-node cluster on this host. Builds, then runs
+//! control and an agent (which starts its own containerd) until Ctrl-C or
+//! until one of them exits, and stops both by their PIDs.
+
+use std::{
+    process::{Child, Command},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{cmd, ebpf, paths, setup};
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Build optimised binaries.
+    #[arg(long)]
+    release: bool,
+}
+
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("cargo xtask up runs the agent, which needs root (containers, cgroups, eBPF)");
+    }
+    setup::run()?;
+    ebpf::build()?;
+    let mut build = cmd::cargo(None);
+    build.current_dir(paths::workspace()).args([
+        "build",
+        "-p",
+        "capstan-control",
+        "-p",
+        "capstan-agent",
+    ]);
+    if args.release {
+        build.arg("--release");
+    }
+    cmd::run(&mut build)?;
+
+    let profile = if args.release { "release" } else { "debug" };
+    let bin = paths::workspace().join("target").join(profile);
+    let interrupted = ctrl_c()?;
+
+    let mut children: Vec<(&str, Child)> = Vec::new();
+    for name in ["capstan-control", "capstan-agent"] {
+        match Command::new(bin.join(name)).spawn() {
+            Ok(child) => {
+                println!("up: started {name} (pid {})", child.id());
+                children.push((name, child));
+            }
+            Err(err) => {
+                stop_all(&mut children);
+                return Err(err).with_context(|| format!("starting {name}"));
+            }
+        }
+    }
+    println!("up: running; Ctrl-C stops the cluster");
+
+    let exited = loop {
+        if let Some(exited) = children.iter_mut().find_map(|(name, child)| {
+            child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| format!("{name} exited ({status})"))
+        }) {
+            break Some(exited);
+        }
+        if interrupted() {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    stop_all(&mut children);
+    match exited {
+        Some(why) => bail!("{why}; stopped the cluster"),
+        None => Ok(()),
+    }
+}
+
+/// SIGTERM to each, SIGKILL to any still running after 10 s.
+fn stop_all(children: &mut [(&str, Child)]) {
+    for (_, child) in children.iter() {
+        // SAFETY: kill(2) on our own children, not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, child) in children.iter_mut() {
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        println!("up: stopped {name}");
+    }
+}
+
+/// Ctrl-C reaches the whole foreground process group: the children get it
+/// too. xtask notes it and stops them in order instead of dying first.
+fn ctrl_c() -> anyhow::Result<fn() -> bool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        let previous =
+            unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            bail!("installing a signal handler");
+        }
+    }
+    Ok(|| INTERRUPTED.load(Ordering::SeqCst))
+}
