@@ -1,0 +1,36 @@
+//! Build outputs tests use: the test images and the static test
+//! application, made by `cargo xtask image` (which `cargo xtask test` runs).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::ensure;
+
+/// Name under which the testapp image is imported.
+pub const TESTAPP_IMAGE: &str = "capstan.invalid/testapp:v1";
+/// Name under which the busybox image is imported.
+pub const BUSYBOX_IMAGE: &str = "capstan.invalid/busybox:v1";
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+}
+
+fn existing(path: PathBuf) -> anyhow::Result<PathBuf> {
+    ensure!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image`",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The OCI tarball of image `name` ("busybox" or "testapp").
+pub fn image(name: &str) -> anyhow::Result<PathBuf> {
+    existing(workspace().join(format!("target/images/{name}.tar")))
+}
+
+/// capstan-testapp built static: runs in any namespace without libraries.
+pub fn testapp() -> anyhow::Result<PathBuf> {
+    existing(workspace().join("target/x86_64-unknown-linux-musl/release/capstan-testapp"))
+}

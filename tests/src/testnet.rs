@@ -1,0 +1,229 @@
+//! Test hosts on a private network: a bridge in a "switch" namespace, one
+//! namespace per host wired to it by a veth, optionally a containerd per
+//! host, and pod networks routed between hosts (host-gw, as capstan does).
+
+use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::Context;
+use capstan_agent::runtime::{ContainerdDaemon, DaemonConfig};
+
+use crate::{Instance, Netns, process::place};
+
+/// A private network of test hosts. Dropping it removes all of it.
+#[derive(Debug)]
+pub struct TestNet {
+    // Field order is drop order: hosts and their daemons first, the
+    // instance's sweep-style teardown last.
+    hosts: Vec<TestHost>,
+    pods: Vec<u8>,
+    switch: Netns,
+    instance: Instance,
+}
+
+/// One test host: a network namespace at 198.18.0.<n>.
+#[derive(Debug)]
+pub struct TestHost {
+    containerd: Option<ContainerdDaemon>,
+    netns: Netns,
+    name: String,
+    index: u8,
+    cgroup_base: String,
+    run_dir: PathBuf,
+    data_dir: PathBuf,
+}
+
+/// A network namespace with an address from its host's pod CIDR, reachable
+/// from every test host.
+#[derive(Debug)]
+pub struct PodNetwork {
+    pub netns: Netns,
+    pub ip: Ipv4Addr,
+}
+
+impl TestNet {
+    /// `hosts` test hosts, h1 at 198.18.0.1 to hN at 198.18.0.N.
+    pub fn new(hosts: u8) -> anyhow::Result<Self> {
+        crate::require_root();
+        let instance = Instance::new();
+        let switch = Netns::create(&instance.netns_name("sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut net = Self {
+            hosts: Vec::new(),
+            pods: vec![0; usize::from(hosts)],
+            switch,
+            instance,
+        };
+        for index in 1..=hosts {
+            let host = net.add_host(index)?;
+            net.hosts.push(host);
+        }
+        Ok(net)
+    }
+
+    fn add_host(&self, index: u8) -> anyhow::Result<TestHost> {
+        let name = format!("h{index}");
+        let netns = Netns::create(&self.instance.netns_name(&name))?;
+        self.switch.ip(&[
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        self.switch
+            .ip(&["link", "set", &name, "master", "br0", "up"])?;
+        let address = format!("{}/24", host_address(index));
+        netns.ip(&["addr", "add", &address, "dev", "eth0"])?;
+        netns.ip(&["link", "set", "eth0", "up"])?;
+        Ok(TestHost {
+            containerd: None,
+            netns,
+            cgroup_base: self.instance.cgroup(&name),
+            run_dir: self.instance.run_dir(&name),
+            data_dir: self.instance.data_dir(&name),
+            name,
+            index,
+        })
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// Host `n`, counting from 1 as the names do.
+    pub fn host(&self, n: u8) -> &TestHost {
+        &self.hosts[usize::from(n) - 1]
+    }
+
+    pub fn host_mut(&mut self, n: u8) -> &mut TestHost {
+        &mut self.hosts[usize::from(n) - 1]
+    }
+
+    /// A new pod network namespace on host `n`: an address from
+    /// 10.244.<n>.0/24 on the host's bridge `cbr0`, a default route via the
+    /// bridge, and routes to it from every other host.
+    pub fn pod_network(&mut self, n: u8) -> anyhow::Result<PodNetwork> {
+        let slot = &mut self.pods[usize::from(n) - 1];
+        *slot += 1;
+        let pod = *slot;
+        let host = &self.hosts[usize::from(n) - 1];
+        let gateway = Ipv4Addr::new(10, 244, n, 1);
+        if pod == 1 {
+            host.netns.ip(&["link", "add", "cbr0", "type", "bridge"])?;
+            host.netns
+                .ip(&["addr", "add", &format!("{gateway}/24"), "dev", "cbr0"])?;
+            host.netns.ip(&["link", "set", "cbr0", "up"])?;
+            host.netns.sysctl("net.ipv4.ip_forward", "1")?;
+            for other in self.hosts.iter().filter(|h| h.index != n) {
+                other.netns.ip(&[
+                    "route",
+                    "add",
+                    &format!("10.244.{n}.0/24"),
+                    "via",
+                    &host_address(n).to_string(),
+                ])?;
+            }
+        }
+        let ip = Ipv4Addr::new(10, 244, n, pod + 1);
+        let netns = Netns::create(&self.instance.netns_name(&format!("{}-pod{pod}", host.name)))?;
+        let veth = format!("veth{pod}");
+        host.netns.ip(&[
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns.name(),
+        ])?;
+        host.netns
+            .ip(&["link", "set", &veth, "master", "cbr0", "up"])?;
+        netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        netns.ip(&["link", "set", "eth0", "up"])?;
+        netns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+        Ok(PodNetwork { netns, ip })
+    }
+}
+
+fn host_address(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, index)
+}
+
+impl TestHost {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn address(&self) -> Ipv4Addr {
+        host_address(self.index)
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// Starts this host's own containerd, inside its network namespace.
+    pub fn start_containerd(&mut self) -> anyhow::Result<&ContainerdDaemon> {
+        let config = DaemonConfig::new(
+            self.data_dir.join("containerd"),
+            self.run_dir.join("containerd"),
+        );
+        let mut command = config.command()?;
+        place(
+            &mut command,
+            Some(&self.netns),
+            Some(&format!("{}-containerd", self.cgroup_base)),
+        )?;
+        let daemon = ContainerdDaemon::spawn(config, command, Duration::from_secs(30))
+            .with_context(|| format!("containerd of {}", self.name))?;
+        Ok(self.containerd.insert(daemon))
+    }
+
+    /// The socket of this host's containerd ([`Self::start_containerd`]).
+    pub fn containerd_socket(&self) -> anyhow::Result<PathBuf> {
+        let daemon = self
+            .containerd
+            .as_ref()
+            .with_context(|| format!("{} has no containerd: call start_containerd", self.name))?;
+        Ok(daemon.config().socket())
+    }
+
+    /// A cgroup path for a container of this host (an OCI spec's
+    /// cgroupsPath), inside the instance so teardown removes it.
+    pub fn container_cgroup(&self, container: &str) -> String {
+        format!("/{}/{container}", self.cgroup_base)
+    }
+
+    /// A directory of this host for a test's files, created on demand.
+    pub fn run_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.run_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// `program` set to start inside this host, in a cgroup of its own.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+        self.command_in_cgroup(program, &format!("{}-procs", self.cgroup_base))
+    }
+
+    /// `program` set to start inside this host, in cgroup `cgroup` (a v2
+    /// path, relative to the root; created if missing).
+    pub fn command_in_cgroup(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        cgroup: &str,
+    ) -> anyhow::Result<Command> {
+        let mut command = Command::new(program);
+        place(&mut command, Some(&self.netns), Some(cgroup))?;
+        Ok(command)
+    }
+}
