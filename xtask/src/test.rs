@@ -54,6 +54,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     };
 
     let prepared = step("setup", &mut || setup::run().map(|_| String::new()))
+        && step("setup again", &mut || match setup::run()? {
+            false => Ok("nothing changed".to_owned()),
+            true => bail!("a second setup installed something: setup is not idempotent"),
+        })
         && step("build-ebpf", &mut || ebpf::build().map(|()| String::new()))
         && step("image", &mut || image::build().map(|_| String::new()));
     if prepared {
@@ -156,8 +160,9 @@ fn cargo_test(filter: Option<&str>) -> anyhow::Result<String> {
     Ok(counts)
 }
 
-/// What tests leave behind that they must not: names carrying the
-/// harness's prefixes (see tests/src/lib.rs).
+/// What tests leave behind that they must not: namespaces, cgroups and
+/// directories carrying the harness's prefixes (see tests/src/lib.rs), and
+/// processes (containerd, shims) started with the harness's paths.
 fn leftovers() -> anyhow::Result<String> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
@@ -182,6 +187,14 @@ fn leftovers() -> anyhow::Result<String> {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 found.push(entry.path().display().to_string());
             }
+        }
+    }
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("/run/capstan-test/") || cmdline.contains("/var/lib/capstan-test/") {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            found.push(format!("process {pid}: {}", cmdline.trim()));
         }
     }
     if !found.is_empty() {

@@ -58,17 +58,20 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     println!("up: running; Ctrl-C stops the cluster");
 
     let exited = loop {
-        if let Some(exited) = children.iter_mut().find_map(|(name, child)| {
-            child
-                .try_wait()
-                .ok()
-                .flatten()
-                .map(|status| format!("{name} exited ({status})"))
-        }) {
-            break Some(exited);
-        }
+        // Ctrl-C reaches the children too; the ones that exit on it are
+        // stopping, not failing, so the interrupt is checked first.
         if interrupted() {
             break None;
+        }
+        if let Some(exited) = children.iter_mut().find_map(|(name, child)| {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{name} exited ({status})"))
+        }) {
+            thread::sleep(Duration::from_millis(200));
+            if interrupted() {
+                break None;
+            }
+            break Some(exited);
         }
         thread::sleep(Duration::from_millis(200));
     };
