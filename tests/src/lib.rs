@@ -15,9 +15,12 @@
 //! 10.244.<n>.0/24. No namespace has a route out of the machine.
 
 pub mod artifacts;
+pub mod bench;
+pub mod etcd;
 mod instance;
 pub mod netns;
 pub mod process;
+pub mod store_conformance;
 mod sweep;
 mod testnet;
 

@@ -1,0 +1,11 @@
+//! capstan's benchmarks; run them with `cargo xtask bench <name>`.
+
+use anyhow::bail;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        Some("store") => capstan_tests::bench::store::run().await,
+        other => bail!("unknown benchmark {other:?}; known: store"),
+    }
+}
