@@ -1,6 +1,7 @@
-//! cargo xtask: everything it takes to build, test and run capstan on a
-//! fresh Debian 12 machine, as commands instead of instructions.
+//! cargo xtask: everything it takes to build, test, run and benchmark
+//! capstan on a fresh Debian 12 machine, as commands instead of instructions.
 
+mod bench;
 mod cmd;
 mod ebpf;
 mod image;
@@ -30,6 +31,11 @@ enum Task {
     Test(test::TestArgs),
     /// Run a single-node cluster on this host until Ctrl-C.
     Up(up::UpArgs),
+    /// Run a benchmark beside its peer (store).
+    Bench {
+        /// Which benchmark: store.
+        name: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Task::Image => image::build().map(drop),
         Task::Test(args) => test::run(&args),
         Task::Up(args) => up::run(&args),
+        Task::Bench { name } => bench::run(&name),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
