@@ -64,20 +64,7 @@ impl TestNet {
     fn add_host(&self, index: u8) -> anyhow::Result<TestHost> {
         let name = format!("h{index}");
         let netns = Netns::create(&self.instance.netns_name(&name))?;
-        self.switch.ip(&[
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", &name, "master", "br0", "up"])?;
+        plug(&netns, &self.switch, &name, "br0")?;
         let address = format!("{}/24", host_address(index));
         netns.ip(&["addr", "add", &address, "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
@@ -132,26 +119,31 @@ impl TestNet {
         }
         let ip = Ipv4Addr::new(10, 244, n, pod + 1);
         let netns = Netns::create(&self.instance.netns_name(&format!("{}-pod{pod}", host.name)))?;
-        let veth = format!("veth{pod}");
-        host.netns.ip(&[
-            "link",
-            "add",
-            &veth,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ])?;
-        host.netns
-            .ip(&["link", "set", &veth, "master", "cbr0", "up"])?;
+        plug(&netns, &host.netns, &format!("veth{pod}"), "cbr0")?;
         netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
         netns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
         Ok(PodNetwork { netns, ip })
     }
+}
+
+/// Gives `netns` an `eth0` whose peer, `port`, is attached to `bridge` in
+/// `parent`.
+fn plug(netns: &Netns, parent: &Netns, port: &str, bridge: &str) -> anyhow::Result<()> {
+    parent.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        netns.name(),
+    ])?;
+    parent.ip(&["link", "set", port, "master", bridge, "up"])?;
+    Ok(())
 }
 
 fn host_address(index: u8) -> Ipv4Addr {

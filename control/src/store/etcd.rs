@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -60,6 +60,16 @@ impl EtcdStore {
         Client::connect(endpoints, Some(options))
             .await
             .map_err(|err| StoreError::Unavailable(format!("etcd at {endpoints:?}: {err}")))
+    }
+
+    /// Runs a transaction (a write: repeated only if it never reached etcd).
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.call(Retry::Write, |mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
+        .map_err(unavailable)
     }
 
     /// Runs `request`, repeating it a few times with back-off when it
@@ -263,13 +273,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
-        let response = self
-            .call(Retry::Write, |mut client| {
-                let txn = txn.clone();
-                async move { client.txn(txn).await }
-            })
-            .await
-            .map_err(unavailable)?;
+        let response = self.txn(txn).await?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists(key.to_owned()));
         }
@@ -300,13 +304,7 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = self
-            .call(Retry::Write, |mut client| {
-                let txn = txn.clone();
-                async move { client.txn(txn).await }
-            })
-            .await
-            .map_err(unavailable)?;
+        let response = self.txn(txn).await?;
         if !response.succeeded() {
             return Err(Self::refused(key, expected, response.op_responses()));
         }
@@ -339,13 +337,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = self
-            .call(Retry::Write, |mut client| {
-                let txn = txn.clone();
-                async move { client.txn(txn).await }
-            })
-            .await
-            .map_err(unavailable)?;
+        let response = self.txn(txn).await?;
         if !response.succeeded() {
             return Err(Self::refused(
                 key,
