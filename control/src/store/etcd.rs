@@ -458,6 +458,7 @@ async fn follow(
                         }
                     }
                 }
+                () = out.closed(), if pending.is_empty() => return Ok(()),
                 permit = out.reserve(), if !pending.is_empty() => {
                     let Ok(permit) = permit else { return Ok(()) };
                     if let Some(event) = pending.pop_front() {

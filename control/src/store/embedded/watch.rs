@@ -140,7 +140,14 @@ async fn follow(
         }
         // Live until the hub cuts us loose (we were too slow): then the
         // buffered events drain here and the loop catches up from the log.
-        while let Some(event) = live.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = live.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                () = out.closed() => return Err(FollowEnd::Closed),
+            };
             if event.revision() <= after {
                 continue;
             }
