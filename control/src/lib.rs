@@ -1,4 +1,10 @@
 //! capstan control: the Kubernetes API, the store, the scheduler and the
 //! controllers. The binary in main.rs wires them together.
 
+pub mod api;
+pub mod bootstrap;
+pub mod labels;
+pub mod pki;
+pub mod registry;
+pub mod service;
 pub mod store;

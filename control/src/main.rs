@@ -1,25 +1,51 @@
-//! The capstan control binary: flags, logging, and the store. The API,
-//! scheduler and controllers arrive in their own modules.
+//! The capstan control binary: flags, logging, and the service until a
+//! signal.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf};
 
-use capstan_control::store::{
-    Store,
-    embedded::{EmbeddedConfig, EmbeddedStore},
-    etcd::EtcdStore,
-};
-use clap::Parser;
+use anyhow::Context;
+use capstan_control::service::{self, ControlConfig};
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "capstan-control", version, about = "capstan control service")]
 struct Args {
     /// Persistent state: the embedded store, certificates, tokens.
-    #[arg(long, default_value = "/var/lib/capstan/control")]
+    #[arg(long, default_value = "/var/lib/capstan/control", global = true)]
     data_dir: PathBuf,
+    /// Where the API listens (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// Also serve plain HTTP on this loopback address (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    insecure_listen: Option<SocketAddr>,
+    /// Extra names and addresses for the serving certificate.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
     /// Keep cluster state in this etcd cluster instead of the embedded store
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379).
     #[arg(long, value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the token an agent on node NAME authenticates with.
+    NodeToken { name: String },
+}
+
+async fn signalled() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 #[tokio::main]
@@ -30,21 +56,28 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-
-    let store: Arc<dyn Store> = if args.etcd_servers.is_empty() {
-        let dir = args.data_dir.join("store");
-        Arc::new(EmbeddedStore::open(&dir, EmbeddedConfig::default())?)
-    } else {
-        Arc::new(EtcdStore::connect(&args.etcd_servers).await?)
-    };
-    let revision = store.current_revision().await?;
-    tracing::info!(%revision, ?store, "store ready (no API served yet)");
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    if let Some(Command::NodeToken { name }) = &args.command {
+        let (credentials, _) = capstan_control::api::Credentials::load_or_create(&args.data_dir)
+            .with_context(|| format!("credentials under {}", args.data_dir.display()))?;
+        println!("{}", credentials.node_token(name));
+        return Ok(());
     }
+    let running = service::start(ControlConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        insecure_listen: args.insecure_listen,
+        tls_san: args.tls_san,
+        etcd_servers: args.etcd_servers,
+    })
+    .await?;
+    let kubeconfig = running.kubeconfig.display().to_string();
+    tracing::info!(address = %running.address, %kubeconfig, "serving the Kubernetes API");
+    println!(
+        "capstan-control: serving https://{}; kubeconfig: {kubeconfig}",
+        running.address
+    );
+    println!("  try: kubectl --kubeconfig {kubeconfig} get namespaces");
+    running.run_until(signalled()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,8 @@
+//! The kinds capstan serves, one `Kind` implementation each.
+
+pub mod apps;
+pub mod cluster;
+pub mod core;
+pub mod pod_spec;
+pub mod pods;
+pub mod services;
