@@ -16,6 +16,7 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod control;
 pub mod etcd;
 mod instance;
 pub mod netns;
