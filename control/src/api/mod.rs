@@ -157,6 +157,9 @@ pub fn app(state: Arc<ApiState>) -> Router {
         .route("/api/v1/{*rest}", any(core_resource))
         .route("/apis/{group}/{version}/{*rest}", any(group_resource))
         .fallback(|request: Request| async move { ApiError::no_route(request.uri().path()) })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::method_not_allowed(request.method().as_str(), request.uri().path())
+        })
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
