@@ -3,7 +3,9 @@
 //! it without a socket; server.rs serves it over TLS.
 
 mod auth;
+mod delete;
 mod discovery;
+mod list;
 mod openapi;
 mod openapi_v2;
 mod patch;

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     labels::{FieldTerm, Selector, parse_field_selector},
     registry::{Deletion, Kind, ResourceInfo, to_value, validation::object_meta},
-    store::{ContinueToken, KeyValue, ListOptions, Revision, StoreError},
+    store::{KeyValue, Revision},
 };
 
 /// One API request, as the router hands it to a resource.
@@ -136,13 +136,32 @@ impl<K: Kind> Typed<K> {
         Ok(object)
     }
 
-    /// What is stored: the object without its resourceVersion.
+    /// What is stored: the object without its resourceVersion, its
+    /// metadata written first so a list can put the version back in without
+    /// decoding it ([`with_resource_version`]).
     pub(super) fn encode(&self, object: &K::Object) -> Result<Bytes, ApiError> {
         let mut object = object.clone();
         object.metadata_mut().resource_version = None;
-        serde_json::to_vec(&object)
-            .map(Bytes::from)
-            .map_err(|err| ApiError::internal("encoding an object", &err))
+        let Value::Object(mut fields) = to_value(&object) else {
+            return Err(ApiError::internal(
+                "encoding an object",
+                &"not a JSON object",
+            ));
+        };
+        let metadata = fields.remove("metadata").unwrap_or_else(|| json!({}));
+        let mut bytes = b"{\"metadata\":".to_vec();
+        serde_json::to_writer(&mut bytes, &metadata)
+            .map_err(|err| ApiError::internal("encoding an object", &err))?;
+        for (key, value) in &fields {
+            bytes.push(b',');
+            serde_json::to_writer(&mut bytes, key)
+                .map_err(|err| ApiError::internal("encoding an object", &err))?;
+            bytes.push(b':');
+            serde_json::to_writer(&mut bytes, value)
+                .map_err(|err| ApiError::internal("encoding an object", &err))?;
+        }
+        bytes.push(b'}');
+        Ok(Bytes::from(bytes))
     }
 
     pub(super) async fn load(
@@ -450,88 +469,6 @@ impl<K: Kind> Typed<K> {
         ))
     }
 
-    /// Lists at one revision, reading store pages until `limit` objects
-    /// pass the selectors (as Kubernetes fills a filtered page).
-    pub(super) async fn list_objects(
-        &self,
-        ctx: &Context,
-        request: &ApiRequest,
-    ) -> Result<(Vec<K::Object>, Revision, Option<ContinueToken>), ApiError> {
-        let query = &request.query;
-        let (labels, fields) = self.selectors(query)?;
-        let limit: usize = query.number("limit")?.unwrap_or(0);
-        let continue_token = query
-            .get("continue")
-            .map(ContinueToken::decode)
-            .transpose()
-            .map_err(|err| ApiError::from_store(err, self.subject("")))?;
-        let revision = match (
-            query.get("resourceVersion"),
-            query.get("resourceVersionMatch"),
-        ) {
-            (Some(rv), Some("Exact")) => Some(parse_revision(rv)?),
-            _ => None,
-        };
-        let prefix = self.prefix(request.namespace.as_deref());
-        let mut options = ListOptions {
-            revision,
-            limit: if limit == 0 { 0 } else { limit.max(64) },
-            continue_token,
-        };
-        let mut objects = Vec::new();
-        loop {
-            let page = ctx.store.list(&prefix, options.clone()).await.map_err(|err| match err {
-                StoreError::Compacted { .. } if query.get("continue").is_some() => ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ),
-                err => ApiError::from_store(err, self.subject("")),
-            })?;
-            let read_at = page.revision;
-            for kv in &page.items {
-                let object = self.decode(kv)?;
-                if !self.selected(&object, &labels, &fields)? {
-                    continue;
-                }
-                objects.push(object);
-                if limit > 0 && objects.len() == limit {
-                    // Continue after this key, unless it was the last one.
-                    let last =
-                        kv.key == page.items.last().map(|l| l.key.clone()).unwrap_or_default();
-                    let next = (!last || page.continue_token.is_some()).then(|| ContinueToken {
-                        revision: read_at,
-                        after_key: kv.key.clone(),
-                    });
-                    return Ok((objects, read_at, next));
-                }
-            }
-            match page.continue_token {
-                Some(token) => {
-                    options.revision = None;
-                    options.continue_token = Some(token);
-                }
-                None => return Ok((objects, read_at, None)),
-            }
-        }
-    }
-
-    async fn list(&self, ctx: &Context, request: &ApiRequest) -> Result<Response, ApiError> {
-        let (objects, revision, next) = self.list_objects(ctx, request).await?;
-        let mut meta = json!({ "resourceVersion": revision.to_string() });
-        if let Some(next) = next {
-            meta["continue"] = json!(next.encode());
-        }
-        let value = match accept(&request.headers) {
-            Accept::Table => self.table(&objects, Some(meta), &request.query),
-            Accept::Object => json!({
-                "kind": <K::Object as k8s_openapi::ListableResource>::LIST_KIND,
-                "apiVersion": K::INFO.api_version(),
-                "metadata": meta,
-                "items": objects.iter().map(to_value).collect::<Vec<_>>(),
-            }),
-        };
-        Ok(json_response(StatusCode::OK, &value))
-    }
-
     /// Stores `object` over the version at `expected`, keeping what clients
     /// may not change; deletes it instead if it was being deleted and its
     /// last finalizer is gone.
@@ -637,144 +574,6 @@ impl<K: Kind> Typed<K> {
             &warnings,
         ))
     }
-
-    async fn delete(
-        &self,
-        ctx: &Context,
-        request: &ApiRequest,
-        name: &str,
-    ) -> Result<Response, ApiError> {
-        let options = delete_options(request)?;
-        let (object, current) = self.load(ctx, request.namespace.as_deref(), name).await?;
-        if let Some(preconditions) = &options.preconditions {
-            if preconditions.uid.is_some() && preconditions.uid != object.metadata().uid {
-                return Err(ApiError::conflict(
-                    self.subject(name),
-                    &format!(
-                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                        preconditions.uid.clone().unwrap_or_default(),
-                        object.metadata().uid.clone().unwrap_or_default()
-                    ),
-                ));
-            }
-            if let Some(rv) = preconditions.resource_version.as_deref()
-                && parse_revision(rv)? != current
-            {
-                return Err(ApiError::conflict(
-                    self.subject(name),
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {current}"
-                    ),
-                ));
-            }
-        }
-        let accept = accept(&request.headers);
-        if request.query.dry_run() {
-            return Ok(self.respond(StatusCode::OK, &object, accept, &request.query, &[]));
-        }
-        let deleted = self.delete_object(ctx, object, current, &options).await?;
-        Ok(self.respond(StatusCode::OK, &deleted, accept, &request.query, &[]))
-    }
-
-    /// Deletes now, or marks the object deleting (graceful deletion,
-    /// finalizers, orphan or foreground propagation recorded as finalizers
-    /// for the garbage collector).
-    pub(super) async fn delete_object(
-        &self,
-        ctx: &Context,
-        mut object: K::Object,
-        current: Revision,
-        options: &DeleteOptions,
-    ) -> Result<K::Object, ApiError> {
-        let name = object.metadata().name.clone().unwrap_or_default();
-        let key = self.key(object.metadata().namespace.as_deref(), &name);
-        let propagation =
-            options
-                .propagation_policy
-                .as_deref()
-                .or(match options.orphan_dependents {
-                    Some(true) => Some("Orphan"),
-                    _ => None,
-                });
-        let deletion = self.kind.deletion(&object, options);
-        let mut finalizers = object.metadata().finalizers.clone().unwrap_or_default();
-        let already_deleting = object.metadata().deletion_timestamp.is_some();
-        if !already_deleting {
-            for (policy, finalizer) in [("Orphan", "orphan"), ("Foreground", "foregroundDeletion")]
-            {
-                if propagation == Some(policy) && !finalizers.iter().any(|f| f == finalizer) {
-                    finalizers.push(finalizer.to_owned());
-                }
-            }
-        }
-        if deletion == Deletion::Now && finalizers.is_empty() {
-            ctx.store
-                .delete(&key, Some(current))
-                .await
-                .map_err(|err| ApiError::from_store(err, self.subject(&name)))?;
-            self.kind.after_delete(ctx, &object).await;
-            return Ok(object);
-        }
-        let grace = match deletion {
-            Deletion::Graceful(seconds) => seconds,
-            Deletion::Now => 0,
-        };
-        let meta = object.metadata_mut();
-        let shortened = meta
-            .deletion_grace_period_seconds
-            .is_some_and(|g| grace < g);
-        if already_deleting && !shortened {
-            return Ok(object);
-        }
-        let deadline = jiff::Timestamp::now().as_second() + grace;
-        meta.deletion_timestamp = Some(Time(
-            jiff::Timestamp::from_second(deadline).unwrap_or_else(|_| jiff::Timestamp::now()),
-        ));
-        meta.deletion_grace_period_seconds = Some(grace);
-        meta.finalizers = Some(finalizers).filter(|f| !f.is_empty());
-        self.kind.on_deleting(&mut object);
-        let kv = ctx
-            .store
-            .update(&key, self.encode(&object)?, current)
-            .await
-            .map_err(|err| ApiError::from_store(err, self.subject(&name)))?;
-        object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
-        Ok(object)
-    }
-
-    async fn delete_collection(
-        &self,
-        ctx: &Context,
-        request: &ApiRequest,
-    ) -> Result<Response, ApiError> {
-        let options = delete_options(request)?;
-        let (objects, revision, _) = self.list_objects(ctx, request).await?;
-        let mut deleted = Vec::new();
-        for object in objects {
-            let name = object.metadata().name.clone().unwrap_or_default();
-            let current =
-                parse_revision(object.metadata().resource_version.as_deref().unwrap_or("0"))?;
-            if request.query.dry_run() {
-                deleted.push(object);
-                continue;
-            }
-            match self.delete_object(ctx, object, current, &options).await {
-                Ok(object) => deleted.push(object),
-                // Deleted or changed meanwhile: that one is someone else's.
-                Err(err) if err.code == 404 || err.code == 409 => {
-                    tracing::debug!(%name, "skipped in deletecollection")
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let value = json!({
-            "kind": <K::Object as k8s_openapi::ListableResource>::LIST_KIND,
-            "apiVersion": K::INFO.api_version(),
-            "metadata": { "resourceVersion": revision.to_string() },
-            "items": deleted.iter().map(to_value).collect::<Vec<_>>(),
-        });
-        Ok(json_response(StatusCode::OK, &value))
-    }
 }
 
 /// `target` with `source`'s status: a spec update keeps the stored
@@ -814,31 +613,6 @@ pub(super) fn parse_revision(text: &str) -> Result<Revision, ApiError> {
     text.parse()
         .map(Revision)
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {text:?}")))
-}
-
-/// DeleteOptions from the body (kubectl sends one) and the query.
-fn delete_options(request: &ApiRequest) -> Result<DeleteOptions, ApiError> {
-    let mut options: DeleteOptions = if request.body.is_empty() {
-        DeleteOptions::default()
-    } else {
-        let value = body_json(&request.headers, &request.body)?;
-        serde_json::from_value(value)
-            .map_err(|err| ApiError::bad_request(format!("invalid DeleteOptions: {err}")))?
-    };
-    if let Some(grace) = request.query.number("gracePeriodSeconds")? {
-        options.grace_period_seconds = Some(grace);
-    }
-    if let Some(policy) = request.query.get("propagationPolicy") {
-        options.propagation_policy = Some(policy.to_owned());
-    }
-    if let Some(policy) = options.propagation_policy.as_deref()
-        && !["Orphan", "Background", "Foreground"].contains(&policy)
-    {
-        return Err(ApiError::bad_request(format!(
-            "propagationPolicy: Unsupported value: \"{policy}\": supported values: \"Orphan\", \"Background\", \"Foreground\""
-        )));
-    }
-    Ok(options)
 }
 
 pub(super) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
