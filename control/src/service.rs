@@ -69,6 +69,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
 pub struct RunningControl {
     /// The HTTPS address it answers on.
     pub address: SocketAddr,
+    /// The URL its kubeconfig names (loopback when listening everywhere).
+    pub server: String,
     /// An admin kubeconfig for it.
     pub kubeconfig: PathBuf,
     pub admin_token: String,
@@ -235,6 +237,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
     });
     Ok(RunningControl {
         address,
+        server,
         kubeconfig: kubeconfig_path,
         admin_token,
         credentials,
