@@ -22,6 +22,10 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         "capstan-tests",
         "--bin",
         "capstan-bench",
+        "-p",
+        "capstan-control",
+        "--bin",
+        "capstan-control",
     ]);
     cmd::run(&mut build).context("building the benchmarks")?;
     let runner = paths::workspace().join("target/release/capstan-bench");

@@ -31,9 +31,9 @@ enum Task {
     Test(test::TestArgs),
     /// Run a single-node cluster on this host until Ctrl-C.
     Up(up::UpArgs),
-    /// Run a benchmark beside its peer (store).
+    /// Run a benchmark beside its peer (store, api).
     Bench {
-        /// Which benchmark: store.
+        /// Which benchmark: store, api.
         name: String,
     },
 }

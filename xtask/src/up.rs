@@ -17,6 +17,10 @@ pub struct UpArgs {
     /// Build optimised binaries.
     #[arg(long)]
     release: bool,
+    /// Where control and the agent keep their state (control/ and agent/
+    /// below it); control writes its admin kubeconfig there.
+    #[arg(long, default_value = "/var/lib/capstan")]
+    data_dir: std::path::PathBuf,
 }
 
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
@@ -43,8 +47,12 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let interrupted = ctrl_c()?;
 
     let mut children: Vec<(&str, Child)> = Vec::new();
-    for name in ["capstan-control", "capstan-agent"] {
-        match Command::new(bin.join(name)).spawn() {
+    for (name, dir) in [("capstan-control", "control"), ("capstan-agent", "agent")] {
+        match Command::new(bin.join(name))
+            .arg("--data-dir")
+            .arg(args.data_dir.join(dir))
+            .spawn()
+        {
             Ok(child) => {
                 println!("up: started {name} (pid {})", child.id());
                 children.push((name, child));

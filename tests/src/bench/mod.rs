@@ -2,6 +2,7 @@
 //! same machine, reported as medians and ratios. Run by `cargo xtask bench
 //! <name>`; each ends with one line `bench <name>: key=value ...`.
 
+pub mod api;
 pub mod store;
 
 use std::time::Duration;

@@ -6,6 +6,7 @@ use anyhow::bail;
 async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("store") => capstan_tests::bench::store::run().await,
-        other => bail!("unknown benchmark {other:?}; known: store"),
+        Some("api") => capstan_tests::bench::api::run().await,
+        other => bail!("unknown benchmark {other:?}; known: store, api"),
     }
 }
