@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{
     ApiError, Context,
     request::{accept, body_json, content_type},
-    resource::{ApiRequest, Typed, parse_revision},
+    resource::{ApiRequest, Change, Typed, parse_revision},
     strategic::Schemas,
 };
 use crate::registry::{Kind, to_value};
@@ -116,7 +116,10 @@ impl<K: Kind> Typed<K> {
                     &warnings,
                 ));
             }
-            match self.store_update(ctx, object, &old, expected).await {
+            match self
+                .store_update(ctx, object, &old, expected, Change::Update)
+                .await
+            {
                 Ok(updated) => {
                     return Ok(self.respond(
                         StatusCode::OK,

@@ -28,6 +28,16 @@ use crate::{
     store::{KeyValue, Revision},
 };
 
+/// What kind of change a write is, for the rules it must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Through update, patch or a subresource: the kind's update rules
+    /// (immutable fields) apply.
+    Update,
+    /// The binding subresource setting a pod's node, which no update may.
+    Binding,
+}
+
 /// One API request, as the router hands it to a resource.
 #[derive(Debug)]
 pub struct ApiRequest {
@@ -478,6 +488,7 @@ impl<K: Kind> Typed<K> {
         mut object: K::Object,
         old: &K::Object,
         expected: Revision,
+        change: Change,
     ) -> Result<K::Object, ApiError> {
         let name = old.metadata().name.clone().unwrap_or_default();
         let namespace = old.metadata().namespace.clone();
@@ -496,7 +507,11 @@ impl<K: Kind> Typed<K> {
             object.metadata_mut().generation = Some(old.metadata().generation.unwrap_or(0) + 1);
         }
         self.kind.default(&mut object);
-        self.validate(&object, Some(old))?;
+        let rules_old = match change {
+            Change::Update => Some(old),
+            Change::Binding => None,
+        };
+        self.validate(&object, rules_old)?;
         self.kind.before_update(ctx, &mut object, old).await?;
         let key = self.key(namespace.as_deref(), &name);
         let finalized = object.metadata().deletion_timestamp.is_some()
@@ -565,7 +580,9 @@ impl<K: Kind> Typed<K> {
                 &warnings,
             ));
         }
-        let updated = self.store_update(ctx, object, &old, expected).await?;
+        let updated = self
+            .store_update(ctx, object, &old, expected, Change::Update)
+            .await?;
         Ok(self.respond(
             StatusCode::OK,
             &updated,

@@ -12,7 +12,7 @@ use super::{
     ApiError, Context,
     patch::{PatchType, apply_patch, patch_type},
     request::body_json,
-    resource::{ApiRequest, Typed, json_response, parse_revision},
+    resource::{ApiRequest, Change, Typed, json_response, parse_revision},
 };
 use crate::registry::{Kind, kinds::apps::selector_string, to_value};
 
@@ -92,7 +92,9 @@ impl<K: Kind> Typed<K> {
         value["spec"]["replicas"] = json!(replicas);
         let object: K::Object =
             serde_json::from_value(value).map_err(|err| ApiError::internal("scaling", &err))?;
-        let updated = self.store_update(ctx, object, &old, expected).await?;
+        let updated = self
+            .store_update(ctx, object, &old, expected, Change::Update)
+            .await?;
         Ok(json_response(StatusCode::OK, &self.scale_of(&updated)))
     }
 
@@ -131,7 +133,8 @@ impl<K: Kind> Typed<K> {
         value["spec"]["nodeName"] = json!(node);
         let object: K::Object =
             serde_json::from_value(value).map_err(|err| ApiError::internal("binding", &err))?;
-        self.store_update(ctx, object, &old, current).await?;
+        self.store_update(ctx, object, &old, current, Change::Binding)
+            .await?;
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

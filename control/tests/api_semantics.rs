@@ -1,0 +1,428 @@
+//! API semantics that kubectl does not exercise directly, through the
+//! router in-process: authentication, limits, namespaces, graceful
+//! deletion, finalizers and propagation, status versus spec, binding,
+//! deletecollection, and watch bookmarks and 410 Gone.
+
+#![allow(clippy::unwrap_used)] // a failed step is a failed test
+
+use std::sync::Arc;
+
+use axum::{Router, body::Body, http::Request};
+use capstan_control::{
+    api::{self, ApiState, Credentials},
+    bootstrap,
+    store::{
+        Revision, Store,
+        embedded::{EmbeddedConfig, EmbeddedStore},
+    },
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    app: Router,
+    token: String,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("store"), EmbeddedConfig::default()).unwrap(),
+        );
+        let (credentials, token) = Credentials::load_or_create(dir.path()).unwrap();
+        let app = api::app(ApiState::new(Arc::clone(&store), credentials));
+        bootstrap::ensure_defaults(&app, &token, 6443)
+            .await
+            .unwrap();
+        Self {
+            app,
+            token,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", content_type)
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let code = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, "application/json").await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body), "application/json")
+            .await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PUT", path, Some(body), "application/json").await
+    }
+
+    async fn merge(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PATCH", path, Some(body), "application/merge-patch+json")
+            .await
+    }
+
+    async fn delete(&self, path: &str, options: Option<Value>) -> (u16, Value) {
+        self.call("DELETE", path, options, "application/json").await
+    }
+
+    /// The raw lines of a watch that times out at once.
+    async fn watch_lines(&self, path: &str) -> Vec<Value> {
+        let request = Request::get(path)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+}
+
+fn pod(name: &str, node: Option<&str>) -> Value {
+    let mut spec =
+        json!({ "containers": [{ "name": "c", "image": "capstan.invalid/testapp:v1" }] });
+    if let Some(node) = node {
+        spec["nodeName"] = json!(node);
+    }
+    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "labels": { "app": "x" } }, "spec": spec })
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+#[tokio::test]
+async fn anonymous_requests_get_401_and_health_checks_need_no_token() {
+    let api = Api::new().await;
+    let anonymous = api
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/namespaces")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(anonymous.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Unauthorized");
+    let wrong = Request::get("/api/v1/namespaces")
+        .header("Authorization", "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.app.clone().oneshot(wrong).await.unwrap().status(), 401);
+    let health = api
+        .app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused() {
+    let api = Api::new().await;
+    let huge = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "big" }, "data": { "k": "x".repeat(3 * 1024 * 1024) } });
+    let (code, status) = api
+        .post("/api/v1/namespaces/default/configmaps", huge)
+        .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
+    let request = Request::post("/api/v1/namespaces/default/configmaps")
+        .header("Authorization", format!("Bearer {}", api.token))
+        .header("Content-Type", "application/yaml")
+        .body(Body::from("metadata: {name: [unclosed"))
+        .unwrap();
+    assert_eq!(
+        api.app.clone().oneshot(request).await.unwrap().status(),
+        400
+    );
+    let (code, _) = api.get("/api/v1/namespaces/default/configmaps/big").await;
+    assert_eq!(code, 404, "nothing of a refused create was stored");
+}
+
+#[tokio::test]
+async fn namespaces_must_exist_and_terminating_ones_take_nothing_new() {
+    let api = Api::new().await;
+    let (code, status) = api
+        .post("/api/v1/namespaces/nowhere/pods", pod("p", None))
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(status["message"], "namespaces \"nowhere\" not found");
+    api.post(
+        "/api/v1/namespaces",
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "going" } }),
+    )
+    .await;
+    let (code, namespace) = api.delete("/api/v1/namespaces/going", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(namespace["status"]["phase"], "Terminating");
+    let (code, status) = api
+        .post("/api/v1/namespaces/going/pods", pod("p", None))
+        .await;
+    assert_eq!(code, 403, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("because it is being terminated")
+    );
+}
+
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully_unbound_ones_at_once() {
+    let api = Api::new().await;
+    api.post(PODS, pod("loose", None)).await;
+    let (code, _) = api.delete(&format!("{PODS}/loose"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        api.get(&format!("{PODS}/loose")).await.0,
+        404,
+        "an unbound pod goes at once"
+    );
+
+    api.post(PODS, pod("bound", Some("n1"))).await;
+    let (code, marked) = api.delete(&format!("{PODS}/bound"), None).await;
+    assert_eq!(code, 200);
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    let (code, still) = api.get(&format!("{PODS}/bound")).await;
+    assert_eq!(
+        code, 200,
+        "the agent removes a bound pod once it has stopped"
+    );
+    assert!(still["metadata"]["deletionTimestamp"].is_string());
+    let (code, _) = api
+        .delete(
+            &format!("{PODS}/bound"),
+            Some(json!({ "gracePeriodSeconds": 0 })),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(api.get(&format!("{PODS}/bound")).await.0, 404);
+}
+
+#[tokio::test]
+async fn finalizers_hold_an_object_and_propagation_is_recorded() {
+    let api = Api::new().await;
+    let maps = "/api/v1/namespaces/default/configmaps";
+    api.post(maps, json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "held", "finalizers": ["example.com/keep"] } })).await;
+    let (code, marked) = api.delete(&format!("{maps}/held"), None).await;
+    assert_eq!(code, 200);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(
+        api.get(&format!("{maps}/held")).await.0,
+        200,
+        "held by its finalizer"
+    );
+    let (code, _) = api
+        .merge(
+            &format!("{maps}/held"),
+            json!({ "metadata": { "finalizers": null } }),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        api.get(&format!("{maps}/held")).await.0,
+        404,
+        "gone with its last finalizer"
+    );
+
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "d" }, "spec": {
+        "selector": { "matchLabels": { "app": "x" } },
+        "template": { "metadata": { "labels": { "app": "x" } }, "spec": { "containers": [{ "name": "c", "image": "i:1" }] } } } });
+    api.post(deployments, deployment).await;
+    let (_, foreground) = api
+        .delete(
+            &format!("{deployments}/d"),
+            Some(json!({ "propagationPolicy": "Foreground" })),
+        )
+        .await;
+    assert_eq!(
+        foreground["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    let (code, status) = api
+        .delete(
+            &format!("{deployments}/d"),
+            Some(json!({ "propagationPolicy": "Sideways" })),
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+}
+
+#[tokio::test]
+async fn status_and_spec_change_through_their_own_endpoints() {
+    let api = Api::new().await;
+    let (_, created) = api.post(PODS, pod("web", None)).await;
+    assert_eq!(
+        created["status"]["phase"], "Pending",
+        "clients cannot set the initial status"
+    );
+    let mut update = created.clone();
+    update["status"]["phase"] = json!("Running");
+    update["metadata"]["labels"]["app"] = json!("y");
+    let (code, updated) = api.put(&format!("{PODS}/web"), update.clone()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        updated["status"]["phase"], "Pending",
+        "an update of the pod keeps its status"
+    );
+    assert_eq!(updated["metadata"]["labels"]["app"], "y");
+    let mut status = updated.clone();
+    status["status"]["phase"] = json!("Running");
+    status["metadata"]["labels"]["app"] = json!("z");
+    let (code, after) = api.put(&format!("{PODS}/web/status"), status).await;
+    assert_eq!(code, 200);
+    assert_eq!(after["status"]["phase"], "Running");
+    assert_eq!(
+        after["metadata"]["labels"]["app"], "y",
+        "a status update keeps everything else"
+    );
+    let (code, stale) = api.put(&format!("{PODS}/web"), update).await;
+    assert_eq!(code, 409, "{stale}");
+    assert_eq!(stale["reason"], "Conflict");
+}
+
+#[tokio::test]
+async fn binding_places_a_pod_once() {
+    let api = Api::new().await;
+    api.post(PODS, pod("web", None)).await;
+    let binding = json!({ "apiVersion": "v1", "kind": "Binding", "metadata": { "name": "web" }, "target": { "kind": "Node", "name": "n1" } });
+    let (code, _) = api
+        .post(&format!("{PODS}/web/binding"), binding.clone())
+        .await;
+    assert_eq!(code, 201);
+    assert_eq!(
+        api.get(&format!("{PODS}/web")).await.1["spec"]["nodeName"],
+        "n1"
+    );
+    let (code, status) = api.post(&format!("{PODS}/web/binding"), binding).await;
+    assert_eq!(code, 409);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("is already assigned to node \"n1\"")
+    );
+}
+
+#[tokio::test]
+async fn deletecollection_takes_what_the_selector_selects() {
+    let api = Api::new().await;
+    let maps = "/api/v1/namespaces/default/configmaps";
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        api.post(maps, json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "labels": { "tier": tier } } })).await;
+    }
+    let (code, deleted) = api
+        .delete(&format!("{maps}?labelSelector=tier%3Dweb"), None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 2);
+    let (_, left) = api.get(maps).await;
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c"]);
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_on_request_and_410_for_compacted_versions() {
+    let api = Api::new().await;
+    let maps = "/api/v1/namespaces/default/configmaps";
+    let (_, first) = api
+        .post(
+            maps,
+            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "a" } }),
+        )
+        .await;
+    let first_rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.post(
+        maps,
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "b" } }),
+    )
+    .await;
+
+    let initial = api.watch_lines(&format!("{maps}?watch=1&timeoutSeconds=0&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan")).await;
+    let kinds: Vec<&str> = initial
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ADDED", "ADDED", "BOOKMARK"]);
+    assert_eq!(
+        initial[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+
+    let replay = api
+        .watch_lines(&format!(
+            "{maps}?watch=1&timeoutSeconds=0&resourceVersion={first_rv}"
+        ))
+        .await;
+    assert_eq!(replay.len(), 1);
+    assert_eq!(replay[0]["object"]["metadata"]["name"], "b");
+
+    let head = api.store.current_revision().await.unwrap();
+    api.store.compact(head).await.unwrap();
+    let gone = api
+        .watch_lines(&format!(
+            "{maps}?watch=1&timeoutSeconds=0&resourceVersion={first_rv}"
+        ))
+        .await;
+    assert_eq!(gone[0]["type"], "ERROR");
+    assert_eq!(gone[0]["object"]["code"], 410);
+    let (code, status) = api
+        .get(&format!(
+            "{maps}?resourceVersion={first_rv}&resourceVersionMatch=Exact"
+        ))
+        .await;
+    assert_eq!(code, 410, "{status}");
+    assert!(Revision(first_rv.parse().unwrap()) < head);
+}
