@@ -42,13 +42,14 @@ type Step = fn() -> anyhow::Result<Outcome>;
 
 /// Runs every step; returns true if anything was installed.
 pub fn run() -> anyhow::Result<bool> {
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("debian packages", debian_packages),
         ("nightly toolchain", nightly_toolchain),
         ("nightly rust-src", nightly_rust_src),
         ("musl target", musl_target),
         ("bpf-linker", bpf_linker),
         ("kernel", kernel),
+        ("kubectl", kubectl),
     ];
     let mut changed = false;
     for (name, step) in steps {
@@ -214,6 +215,15 @@ fn bpf_linker() -> anyhow::Result<Outcome> {
         .env("LLVM_PREFIX", &llvm_prefix);
     cmd::output(&mut install).context("building bpf-linker")?;
     Ok(Outcome::Changed(binary.display().to_string()))
+}
+
+/// Not a Debian package: the API tests drive the real kubectl, the one on
+/// PATH and the versioned ones (kubectl.1.N) installed beside it.
+fn kubectl() -> anyhow::Result<Outcome> {
+    let version = cmd::stdout(Command::new("kubectl").args(["version", "--client"]))
+        .context("kubectl is needed on PATH (https://kubernetes.io/docs/tasks/tools/)")?;
+    let client = version.lines().next().unwrap_or_default().trim().to_owned();
+    Ok(Outcome::Present(client))
 }
 
 /// Not installable: what the kernel must offer. Fails with what is missing.
