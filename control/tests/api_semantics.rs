@@ -1,7 +1,7 @@
 //! API semantics that kubectl does not exercise directly, through the
 //! router in-process: authentication, limits, namespaces, graceful
 //! deletion, finalizers and propagation, status versus spec, binding,
-//! deletecollection, and watch bookmarks and 410 Gone.
+//! deletecollection, node IPAM, and watch bookmarks and 410 Gone.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -425,4 +425,48 @@ async fn watches_send_bookmarks_on_request_and_410_for_compacted_versions() {
         .await;
     assert_eq!(code, 410, "{status}");
     assert!(Revision(first_rv.parse().unwrap()) < head);
+}
+
+#[tokio::test]
+async fn nodes_get_distinct_pod_cidrs_kept_until_they_are_deleted() {
+    let api = Api::new().await;
+    let node =
+        |name: &str| json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name } });
+    let (code, n1) = api.post("/api/v1/nodes", node("n1")).await;
+    assert_eq!(code, 201, "{n1}");
+    assert_eq!(n1["spec"]["podCIDR"], "10.244.0.0/24");
+    assert_eq!(n1["spec"]["podCIDRs"], json!(["10.244.0.0/24"]));
+    let (_, n2) = api.post("/api/v1/nodes", node("n2")).await;
+    assert_eq!(n2["spec"]["podCIDR"], "10.244.1.0/24");
+
+    let mut changed = n1.clone();
+    changed["spec"]["podCIDR"] = json!("10.244.9.0/24");
+    changed["spec"]["podCIDRs"] = json!(["10.244.9.0/24"]);
+    let (code, status) = api.put("/api/v1/nodes/n1", changed).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.podCIDRs");
+
+    let taken = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n3" },
+        "spec": { "podCIDR": "10.244.1.0/24" } });
+    let (code, status) = api.post("/api/v1/nodes", taken).await;
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("already allocated")
+    );
+    let outside = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n3" },
+        "spec": { "podCIDR": "192.168.0.0/24" } });
+    let (code, status) = api.post("/api/v1/nodes", outside).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.podCIDR");
+
+    let (code, _) = api.delete("/api/v1/nodes/n1", None).await;
+    assert_eq!(code, 200);
+    let (_, n3) = api.post("/api/v1/nodes", node("n3")).await;
+    assert_eq!(
+        n3["spec"]["podCIDR"], "10.244.0.0/24",
+        "n1's subnet is free again"
+    );
 }

@@ -63,7 +63,7 @@ pub fn resources() -> Vec<Arc<dyn ResourceApi>> {
     vec![
         Typed::resource(kinds::core::Namespaces),
         Typed::resource(kinds::pods::Pods),
-        Typed::resource(kinds::cluster::Nodes),
+        Typed::resource(kinds::nodes::Nodes),
         Typed::resource(kinds::services::Services),
         Typed::resource(kinds::core::EndpointsKind),
         Typed::resource(kinds::core::ConfigMaps),

@@ -4,6 +4,7 @@
 //! shows. The API's request pipeline (api/resource.rs) is the same for every
 //! kind and asks the kind's [`Kind`] implementation at each step.
 
+pub mod allocations;
 pub mod kinds;
 pub mod table;
 pub mod validation;

@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod cluster;
 pub mod core;
+pub mod nodes;
 pub mod pod_spec;
 pub mod pods;
 pub mod services;

@@ -8,7 +8,6 @@
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use k8s_openapi::{
     api::core::v1::{Service, ServicePort, ServiceSpec, ServiceStatus},
     apimachinery::pkg::util::intstr::IntOrString,
@@ -20,11 +19,12 @@ use super::pod_spec::validate_int_or_name;
 use crate::{
     api::{ApiError, Context},
     registry::{
-        FieldError, Kind, NameRule, ResourceInfo, status,
+        FieldError, Kind, NameRule, ResourceInfo,
+        allocations::{release, take},
+        status,
         table::{AGE, Column, NAME, age, joined_or_none, or_none},
         validation::labels,
     },
-    store::StoreError,
 };
 
 /// The service CIDR, 10.96.0.0/12.
@@ -63,22 +63,6 @@ fn wants_cluster_ip(spec: &ServiceSpec) -> bool {
 
 fn wants_node_ports(spec: &ServiceSpec) -> bool {
     matches!(service_type(spec), "NodePort" | "LoadBalancer")
-}
-
-/// Takes the allocation `key` for `owner`; false if someone holds it.
-async fn take(ctx: &Context, key: &str, owner: &str) -> Result<bool, ApiError> {
-    match ctx.store.create(key, Bytes::from(owner.to_owned())).await {
-        Ok(_) => Ok(true),
-        Err(StoreError::AlreadyExists(_)) => Ok(false),
-        Err(err) => Err(ApiError::internal("allocating from the store", &err)),
-    }
-}
-
-async fn release(ctx: &Context, key: &str) {
-    match ctx.store.delete(key, None).await {
-        Ok(_) | Err(StoreError::NotFound(_)) => {}
-        Err(err) => tracing::warn!(%err, key, "releasing an allocation"),
-    }
 }
 
 fn owner(service: &Service) -> String {
