@@ -4,4 +4,6 @@
 
 pub mod cgroup;
 pub mod lb;
+pub mod network;
+pub mod pod;
 pub mod runtime;

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capstan_agent::runtime::{ContainerConfig, Containerd, NAMESPACE, OciArchive};
+use capstan_agent::runtime::{
+    ContainerConfig, Containerd, LogDestination, NAMESPACE, OciArchive, SharedNamespaces,
+};
 use capstan_tests::{
     TestHost, TestNet,
     artifacts::{self, BUSYBOX_IMAGE, TESTAPP_IMAGE},
@@ -28,13 +30,11 @@ fn config(net: &TestNet, name: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
         id: format!("{name}-{}", net.instance().id()),
         command: command.iter().map(|s| s.to_string()).collect(),
-        args: Vec::new(),
         env: vec![("GREETING".to_owned(), "hello".to_owned())],
-        working_dir: None,
         hostname: name.to_owned(),
-        network_namespace: None,
         cgroups_path: host.container_cgroup(name),
-        log_path: host.run_dir("logs").unwrap().join(format!("{name}.log")),
+        log: LogDestination::File(host.run_dir("logs").unwrap().join(format!("{name}.log"))),
+        ..Default::default()
     }
 }
 
@@ -79,14 +79,14 @@ async fn runs_a_container_from_our_image_and_reads_its_output() {
     containerd.start_container(&echo, &image).await.unwrap();
     let exit = containerd.wait(&echo.id).await.unwrap();
     assert_eq!(exit.code, 0);
-    let output = std::fs::read_to_string(&echo.log_path).unwrap();
+    let output = std::fs::read_to_string(echo.log.path()).unwrap();
     assert_eq!(output, "hello from echo as 0 in /\n");
 
     let failing = config(&net, "fails", &["sh", "-c", "echo oops >&2; exit 3"]);
     containerd.start_container(&failing, &image).await.unwrap();
     assert_eq!(containerd.wait(&failing.id).await.unwrap().code, 3);
     assert_eq!(
-        std::fs::read_to_string(&failing.log_path).unwrap(),
+        std::fs::read_to_string(failing.log.path()).unwrap(),
         "oops\n"
     );
 
@@ -131,7 +131,10 @@ async fn a_container_in_our_network_namespace_is_reachable_from_another_host() {
         .unwrap();
 
     let mut web = config(&net, "web", &[]);
-    web.network_namespace = Some(pod.netns.path());
+    web.namespaces = SharedNamespaces {
+        network: Some(pod.netns.path()),
+        ..Default::default()
+    };
     containerd.start_container(&web, &image).await.unwrap();
 
     // From host 2, across the test bridge and host 1's pod route.
@@ -168,7 +171,7 @@ async fn a_container_in_our_network_namespace_is_reachable_from_another_host() {
         stopping.elapsed() < Duration::from_secs(5),
         "SIGTERM was not delivered"
     );
-    let log = std::fs::read_to_string(&web.log_path).unwrap();
+    let log = std::fs::read_to_string(web.log.path()).unwrap();
     assert!(log.ends_with("SIGTERM: exiting\n"), "{log}");
     containerd.remove_container(&web.id).await.unwrap();
     let after = net

@@ -18,34 +18,15 @@ use containerd_client::{
 use prost_types::Any;
 
 use super::{
-    Containerd, ImportedImage, RuntimeError, SNAPSHOTTER, containerd::Lease, runtime_spec,
+    ContainerConfig, Containerd, ImportedImage, RuntimeError, SNAPSHOTTER,
+    containerd::Lease,
+    spec::{RootfsFiles, process_user, runtime_spec},
 };
 
 /// containerd's type URL for an OCI runtime spec.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// The shim containerd starts for each container.
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-
-/// What a container runs and where.
-#[derive(Debug, Clone)]
-pub struct ContainerConfig {
-    /// containerd container id; also the snapshot key of its rootfs.
-    pub id: String,
-    /// Replaces the image's entrypoint when not empty.
-    pub command: Vec<String>,
-    /// Replaces the image's cmd when not empty.
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    pub hostname: String,
-    /// A network namespace (e.g. /run/netns/x) to join; None gives the
-    /// container a namespace of its own with only loopback.
-    pub network_namespace: Option<PathBuf>,
-    /// cgroup path, relative to each hierarchy's root.
-    pub cgroups_path: String,
-    /// stdout and stderr are appended to this file.
-    pub log_path: PathBuf,
-}
 
 /// A container whose task has started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,15 +51,14 @@ impl Containerd {
         config: &ContainerConfig,
         image: &ImportedImage,
     ) -> Result<StartedContainer, RuntimeError> {
-        let spec = runtime_spec(config, &image.config)?;
-        if let Some(dir) = config.log_path.parent() {
+        if let Some(dir) = config.log.path().parent() {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
                 action: "creating log directory",
                 path: dir.to_owned(),
                 source,
             })?;
         }
-        let started = self.create_and_start(config, image, &spec).await;
+        let started = self.create_and_start(config, image).await;
         if started.is_err() {
             // Best effort: the error that stopped us is the one to report.
             let _ = self.remove_container(&config.id).await;
@@ -90,15 +70,14 @@ impl Containerd {
         &self,
         config: &ContainerConfig,
         image: &ImportedImage,
-        spec: &serde_json::Value,
     ) -> Result<StartedContainer, RuntimeError> {
         let lease = self.lease("container").await?;
-        let created = self.create_record(config, image, spec, &lease).await;
+        let created = self.create_record(config, image, &lease).await;
         // The container record now holds its snapshot; the lease is done.
         self.end_lease(lease).await?;
         let rootfs = created?;
 
-        let log = format!("file://{}", config.log_path.display());
+        let log = config.log.uri();
         let tasks = self.client().tasks();
         tasks
             .clone()
@@ -130,13 +109,13 @@ impl Containerd {
         })
     }
 
-    /// Prepares the rootfs snapshot and creates the container record; returns
-    /// the mounts of the rootfs.
+    /// Prepares the rootfs snapshot, builds the spec (the user may need the
+    /// image's /etc/passwd) and creates the container record; returns the
+    /// mounts of the rootfs.
     async fn create_record(
         &self,
         config: &ContainerConfig,
         image: &ImportedImage,
-        spec: &serde_json::Value,
         lease: &Lease,
     ) -> Result<Vec<Mount>, RuntimeError> {
         let prepare = PrepareSnapshotRequest {
@@ -153,8 +132,17 @@ impl Containerd {
             .map_err(RuntimeError::call("snapshots.prepare"))?
             .into_inner()
             .mounts;
+        let image_user = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default();
+        let user = process_user(&image_user, &config.security, &LayerFiles::new(&rootfs))?;
+        let spec = runtime_spec(config, &image.config, &user)?;
         let container = Container {
             id: config.id.clone(),
+            labels: config.labels.clone(),
             image: image.name.clone(),
             runtime: Some(Runtime {
                 name: RUNC_RUNTIME.to_owned(),
@@ -260,5 +248,41 @@ fn ignore_not_found<T>(result: Result<T, Status>, call: &'static str) -> Result<
     match result {
         Err(status) if status.code() != Code::NotFound => Err(RuntimeError::call(call)(status)),
         _ => Ok(()),
+    }
+}
+
+/// The files of a prepared (not yet mounted) rootfs, read from the
+/// directories of its overlay: the writable layer, then the image's layers
+/// from the top down.
+struct LayerFiles {
+    dirs: Vec<PathBuf>,
+}
+
+impl LayerFiles {
+    fn new(mounts: &[Mount]) -> Self {
+        let mut dirs = Vec::new();
+        for mount in mounts {
+            if mount.r#type == "bind" {
+                dirs.push(PathBuf::from(&mount.source));
+                continue;
+            }
+            for option in &mount.options {
+                if let Some(upper) = option.strip_prefix("upperdir=") {
+                    dirs.insert(0, PathBuf::from(upper));
+                } else if let Some(lower) = option.strip_prefix("lowerdir=") {
+                    dirs.extend(lower.split(':').map(PathBuf::from));
+                }
+            }
+        }
+        Self { dirs }
+    }
+}
+
+impl RootfsFiles for LayerFiles {
+    fn read(&self, path: &str) -> Option<String> {
+        let relative = path.trim_start_matches('/');
+        self.dirs
+            .iter()
+            .find_map(|dir| std::fs::read_to_string(dir.join(relative)).ok())
     }
 }

@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use super::{
     Containerd, RuntimeError, SNAPSHOTTER,
     containerd::Lease,
-    oci_layout::{ArchivedImage, OciArchive},
+    oci_layout::{ResolvedImage, OciArchive},
 };
 
 /// Content is streamed to containerd in pieces of this size.
@@ -45,6 +45,17 @@ pub struct ImportedImage {
     pub chain_id: String,
 }
 
+/// Where an image's blobs come from: an archive, a registry.
+pub(crate) trait BlobSource {
+    async fn fetch(&self, digest: &str) -> Result<bytes::Bytes, RuntimeError>;
+}
+
+impl BlobSource for OciArchive {
+    async fn fetch(&self, digest: &str) -> Result<bytes::Bytes, RuntimeError> {
+        Ok(bytes::Bytes::copy_from_slice(self.blob(digest)?))
+    }
+}
+
 impl Containerd {
     /// Imports the image `name` from `archive` (its only image when the
     /// archive does not name it), replacing any image of that name.
@@ -59,12 +70,7 @@ impl Containerd {
         };
         let chain_id = chain_id(&image, name)?;
 
-        let lease = self.lease("import").await?;
-        let result = self
-            .import_under(&lease, archive, &image, name, &chain_id)
-            .await;
-        self.end_lease(lease).await?;
-        result?;
+        self.store_image(archive, &image, name, &chain_id).await?;
 
         Ok(ImportedImage {
             name: name.to_owned(),
@@ -74,11 +80,28 @@ impl Containerd {
         })
     }
 
-    async fn import_under(
+    /// Puts `image`'s blobs from `source` into the content store with the
+    /// labels containerd's GC follows, unpacks it and names it `name`.
+    pub(crate) async fn store_image(
+        &self,
+        source: &impl BlobSource,
+        image: &ResolvedImage,
+        name: &str,
+        chain_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let lease = self.lease("image").await?;
+        let result = self
+            .store_under(&lease, source, image, name, chain_id)
+            .await;
+        self.end_lease(lease).await?;
+        result
+    }
+
+    async fn store_under(
         &self,
         lease: &Lease,
-        archive: &OciArchive,
-        image: &ArchivedImage,
+        archive: &impl BlobSource,
+        image: &ResolvedImage,
         name: &str,
         chain_id: &str,
     ) -> Result<(), RuntimeError> {
@@ -125,15 +148,29 @@ impl Containerd {
         self.put_image_record(name, top).await
     }
 
-    /// Writes one blob into the content store, or labels it if present.
+    /// Writes one blob of `source` into the content store, or labels it if
+    /// present.
     async fn put_blob(
         &self,
         lease: &Lease,
-        archive: &OciArchive,
+        source: &impl BlobSource,
         digest: &str,
         labels: &[(String, String)],
     ) -> Result<(), RuntimeError> {
         let labels: HashMap<String, String> = labels.iter().cloned().collect();
+        if self.content_exists(lease, digest).await? {
+            return self.label_blob(lease, digest, labels).await;
+        }
+        let data = source.fetch(digest).await?;
+        self.write_blob(lease, digest, &data, labels).await
+    }
+
+    /// Whether the content store holds blob `digest`.
+    pub(crate) async fn content_exists(
+        &self,
+        lease: &Lease,
+        digest: &str,
+    ) -> Result<bool, RuntimeError> {
         let info = self
             .client()
             .content()
@@ -145,13 +182,22 @@ impl Containerd {
             ))
             .await;
         match info {
-            Ok(_) => return self.label_blob(lease, digest, labels).await,
-            Err(status) if status.code() == Code::NotFound => {}
-            Err(status) => return Err(RuntimeError::call("content.info")(status)),
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(RuntimeError::call("content.info")(status)),
         }
+    }
 
-        let data = archive.blob(digest)?;
-        let reference = format!("capstan-import-{digest}-{}", std::process::id());
+    /// Writes `data` as blob `digest` with `labels`; containerd checks the
+    /// digest.
+    pub(crate) async fn write_blob(
+        &self,
+        lease: &Lease,
+        digest: &str,
+        data: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let reference = format!("capstan-write-{digest}-{}", std::process::id());
         let total = data.len() as i64;
         let mut requests: Vec<WriteContentRequest> = data
             .chunks(CHUNK)
@@ -199,7 +245,7 @@ impl Containerd {
         }
     }
 
-    async fn label_blob(
+    pub(crate) async fn label_blob(
         &self,
         lease: &Lease,
         digest: &str,
@@ -224,7 +270,7 @@ impl Containerd {
 
     /// Applies each layer on top of the previous one, skipping layers whose
     /// snapshot exists already (shared with another image).
-    async fn unpack(&self, lease: &Lease, image: &ArchivedImage) -> Result<(), RuntimeError> {
+    pub(crate) async fn unpack(&self, lease: &Lease, image: &ResolvedImage) -> Result<(), RuntimeError> {
         let mut parent = String::new();
         for (layer, diff_id) in image
             .manifest
@@ -345,7 +391,7 @@ impl Containerd {
         }
     }
 
-    async fn put_image_record(
+    pub(crate) async fn put_image_record(
         &self,
         name: &str,
         target: &oci_spec::image::Descriptor,
@@ -388,7 +434,7 @@ impl Containerd {
     }
 }
 
-fn descriptor(d: &oci_spec::image::Descriptor) -> Descriptor {
+pub(crate) fn descriptor(d: &oci_spec::image::Descriptor) -> Descriptor {
     Descriptor {
         media_type: d.media_type().to_string(),
         digest: d.digest().to_string(),
@@ -399,7 +445,7 @@ fn descriptor(d: &oci_spec::image::Descriptor) -> Descriptor {
 
 /// The snapshot name of the unpacked layers: the OCI chain id of the
 /// image's diff ids.
-fn chain_id(image: &ArchivedImage, name: &str) -> Result<String, RuntimeError> {
+pub(crate) fn chain_id(image: &ResolvedImage, name: &str) -> Result<String, RuntimeError> {
     let diff_ids = image.config.rootfs().diff_ids();
     if diff_ids.is_empty() || diff_ids.len() != image.manifest.layers().len() {
         return Err(RuntimeError::Image {

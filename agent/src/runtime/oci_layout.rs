@@ -47,10 +47,11 @@ pub struct OciArchive {
     blobs: HashMap<String, Vec<u8>>,
 }
 
-/// One image of an archive: what an image record points to, and what it
-/// takes to run it.
+/// One image, wherever it came from (an archive, a registry, containerd's
+/// content store): what an image record points to, and what it takes to
+/// unpack and run it.
 #[derive(Debug, Clone)]
-pub struct ArchivedImage {
+pub struct ResolvedImage {
     /// The manifest descriptor (after platform selection).
     pub target: Descriptor,
     pub manifest: ImageManifest,
@@ -117,7 +118,7 @@ impl OciArchive {
     }
 
     /// The image called `name`, or the only image when `name` is None.
-    pub fn image(&self, name: Option<&str>) -> Result<ArchivedImage, LayoutError> {
+    pub fn image(&self, name: Option<&str>) -> Result<ResolvedImage, LayoutError> {
         let manifests = self.index.manifests();
         let chosen = match name {
             Some(name) => manifests
@@ -134,22 +135,12 @@ impl OciArchive {
         &self,
         descriptor: Descriptor,
         mut indexes: Vec<Descriptor>,
-    ) -> Result<ArchivedImage, LayoutError> {
+    ) -> Result<ResolvedImage, LayoutError> {
         let digest = descriptor.digest().to_string();
         let data = self.blob(&digest)?;
-        if *descriptor.media_type() == MediaType::ImageIndex {
+        if is_index(descriptor.media_type()) {
             let index = parse::<ImageIndex>(&digest, data)?;
-            let (os, arch) = host_platform();
-            let manifest = index
-                .manifests()
-                .iter()
-                .find(|m| {
-                    m.platform().as_ref().is_none_or(|p| {
-                        p.os().to_string() == os && p.architecture().to_string() == arch
-                    })
-                })
-                .ok_or(LayoutError::NoPlatform { os, arch })?
-                .clone();
+            let manifest = host_manifest(&index)?;
             indexes.push(descriptor);
             return self.resolve(manifest, indexes);
         }
@@ -159,7 +150,7 @@ impl OciArchive {
         for layer in manifest.layers() {
             self.blob(layer.digest().as_ref())?;
         }
-        Ok(ArchivedImage {
+        Ok(ResolvedImage {
             target: descriptor,
             manifest,
             config,
@@ -168,7 +159,35 @@ impl OciArchive {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T, LayoutError> {
+/// Whether a descriptor of this type points to an index (OCI's, or
+/// Docker's manifest list) rather than to a manifest.
+pub(crate) fn is_index(media_type: &MediaType) -> bool {
+    match media_type {
+        MediaType::ImageIndex => true,
+        MediaType::Other(other) => other == "application/vnd.docker.distribution.manifest.list.v2+json",
+        _ => false,
+    }
+}
+
+/// The manifest of `index` for the platform this agent runs on.
+pub(crate) fn host_manifest(index: &ImageIndex) -> Result<Descriptor, LayoutError> {
+    let (os, arch) = host_platform();
+    index
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.platform()
+                .as_ref()
+                .is_none_or(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+        })
+        .cloned()
+        .ok_or(LayoutError::NoPlatform { os, arch })
+}
+
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    data: &[u8],
+) -> Result<T, LayoutError> {
     serde_json::from_slice(data).map_err(|err| LayoutError::Json {
         what: what.to_owned(),
         message: err.to_string(),
