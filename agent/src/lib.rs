@@ -4,6 +4,8 @@
 
 pub mod cgroup;
 pub mod lb;
+pub mod logs;
 pub mod network;
+pub mod node;
 pub mod pod;
 pub mod runtime;

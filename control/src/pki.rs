@@ -36,6 +36,9 @@ pub struct Pki {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// control's client certificate, for agents' HTTPS servers.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
@@ -104,15 +107,6 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
         dir.join("apiserver.sans"),
     );
     let wanted = sans.join("\n");
-    if let (Some(cert), Some(key_pem), Some(named)) = (read(&crt)?, read(&key)?, read(&names)?)
-        && named == wanted
-    {
-        return Ok(Pki {
-            ca_pem,
-            cert_pem: cert,
-            key_pem,
-        });
-    }
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem {
         path: ca_key.clone(),
         what: "key",
@@ -120,6 +114,18 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
     // The CA's parameters are fixed, so they name it exactly as its
     // certificate does; its key proves it.
     let issuer = Issuer::new(ca_params()?, ca_key);
+    let (client_cert_pem, client_key_pem) = client_identity(dir, &issuer)?;
+    if let (Some(cert), Some(key_pem), Some(named)) = (read(&crt)?, read(&key)?, read(&names)?)
+        && named == wanted
+    {
+        return Ok(Pki {
+            ca_pem,
+            cert_pem: cert,
+            key_pem,
+            client_cert_pem,
+            client_key_pem,
+        });
+    }
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(sans.to_vec())?;
     let mut name = DistinguishedName::new();
@@ -138,7 +144,35 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
         ca_pem,
         cert_pem: cert.pem(),
         key_pem: server_key.serialize_pem(),
+        client_cert_pem,
+        client_key_pem,
     })
+}
+
+/// control's client certificate (made once): agents accept only clients
+/// the cluster CA signed for client authentication, which is control.
+fn client_identity(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), PkiError> {
+    let (crt, key) = (dir.join("control-client.crt"), dir.join("control-client.key"));
+    if let (Some(cert), Some(key)) = (read(&crt)?, read(&key)?) {
+        return Ok((cert, key));
+    }
+    let client_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "capstan-control");
+    params.distinguished_name = name;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&client_key, issuer)?;
+    write(&key, &client_key.serialize_pem(), 0o600)?;
+    write(&crt, &cert.pem(), 0o644)?;
+    Ok((cert.pem(), client_key.serialize_pem()))
 }
 
 /// A rustls server configuration for `pki`, offering HTTP/2 and HTTP/1.1.

@@ -50,6 +50,8 @@ pub enum ServiceError {
     Pki(#[from] pki::PkiError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error(transparent)]
+    Agents(#[from] api::AgentError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -205,7 +207,12 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
         None => None,
     };
 
-    let app = api::app(ApiState::new(Arc::clone(&store), credentials.clone()));
+    let agents = api::AgentClient::new(&pki.client_cert_pem, &pki.client_key_pem)?;
+    let app = api::app(ApiState::with_agents(
+        Arc::clone(&store),
+        credentials.clone(),
+        Some(agents),
+    ));
     bootstrap::ensure_defaults(&app, &admin_token, address.port()).await?;
 
     let host = if address.ip().is_unspecified() {

@@ -34,3 +34,15 @@ pub fn image(name: &str) -> anyhow::Result<PathBuf> {
 pub fn testapp() -> anyhow::Result<PathBuf> {
     existing(workspace().join("target/x86_64-unknown-linux-musl/release/capstan-testapp"))
 }
+
+/// The capstan-agent binary of this build (`cargo xtask test` builds it
+/// before the tests run).
+pub fn agent() -> anyhow::Result<PathBuf> {
+    let path = workspace().join("target/debug/capstan-agent");
+    ensure!(
+        path.exists(),
+        "{} is missing: run `cargo build -p capstan-agent` (cargo xtask test does)",
+        path.display()
+    );
+    Ok(path)
+}

@@ -3,7 +3,7 @@
 //! and the real kubectl (each installed version) pointed at it.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Output,
     time::Duration,
@@ -20,21 +20,53 @@ pub struct TestControl {
     data_dir: PathBuf,
     cache_dir: PathBuf,
     address: SocketAddr,
+    tls_san: Vec<String>,
     running: Option<RunningControl>,
 }
 
 impl TestControl {
+    /// Control on a loopback port of the caller's network namespace.
     pub async fn start(instance: &Instance) -> anyhow::Result<Self> {
+        Self::start_with(instance, "127.0.0.1:0".parse()?, Vec::new()).await
+    }
+
+    /// Control on every address of the test host the caller runs in (see
+    /// `Netns::runtime`), reachable by agents at `host_address`.
+    pub async fn start_on_host(instance: &Instance, host_address: IpAddr) -> anyhow::Result<Self> {
+        Self::start_with(instance, "0.0.0.0:0".parse()?, vec![host_address.to_string()]).await
+    }
+
+    async fn start_with(
+        instance: &Instance,
+        listen: SocketAddr,
+        tls_san: Vec<String>,
+    ) -> anyhow::Result<Self> {
         crate::require_root();
         let data_dir = instance.data_dir("control");
         let cache_dir = instance.data_dir("kube-cache");
-        let running = start_at(&data_dir, "127.0.0.1:0".parse()?).await?;
+        let running = start_at(&data_dir, listen, &tls_san).await?;
         Ok(Self {
             address: running.address,
             data_dir,
             cache_dir,
+            tls_san,
             running: Some(running),
         })
+    }
+
+    /// The token of the agent of node `node`.
+    pub fn node_token(&self, node: &str) -> anyhow::Result<String> {
+        Ok(self
+            .running
+            .as_ref()
+            .context("control is stopped")?
+            .credentials
+            .node_token(node))
+    }
+
+    /// The cluster CA, which agents trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.crt")
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -68,7 +100,7 @@ impl TestControl {
         // Tasks still finishing may hold the store file for a moment.
         let mut last = None;
         for _ in 0..100 {
-            match start_at(&self.data_dir, self.address).await {
+            match start_at(&self.data_dir, self.address, &self.tls_san).await {
                 Ok(running) => {
                     self.running = Some(running);
                     return Ok(());
@@ -96,12 +128,16 @@ impl TestControl {
     }
 }
 
-async fn start_at(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<RunningControl> {
+async fn start_at(
+    data_dir: &Path,
+    listen: SocketAddr,
+    tls_san: &[String],
+) -> anyhow::Result<RunningControl> {
     Ok(service::start(ControlConfig {
         data_dir: data_dir.to_owned(),
         listen,
         insecure_listen: None,
-        tls_san: Vec::new(),
+        tls_san: tls_san.to_vec(),
         etcd_servers: Vec::new(),
     })
     .await?)

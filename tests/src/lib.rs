@@ -14,7 +14,9 @@
 //! tests, never routed on the internet); pod networks on host n use
 //! 10.244.<n>.0/24. No namespace has a route out of the machine.
 
+pub mod agent;
 pub mod artifacts;
+pub mod cluster;
 pub mod bench;
 pub mod control;
 pub mod etcd;

@@ -73,6 +73,30 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A tokio runtime whose every thread lives in this namespace: what
+    /// runs on it (servers, clients, child processes such as kubectl) is
+    /// on this network and no other.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let path = self.path();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || {
+                let entered = File::open(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|file| Ok(setns(file.as_fd(), CloneFlags::CLONE_NEWNET)?));
+                if let Err(err) = entered {
+                    // A thread outside the namespace must not run test
+                    // traffic: stop here rather than send it elsewhere.
+                    panic!("entering {}: {err:#}", path.display());
+                }
+            })
+            .build()
+            .context("building a runtime")
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Err(err) = delete(&self.name) {

@@ -83,6 +83,11 @@ impl TestNet {
         &self.instance
     }
 
+    /// How many hosts there are.
+    pub fn hosts(&self) -> u8 {
+        self.hosts.len() as u8
+    }
+
     /// Host `n`, counting from 1 as the names do.
     pub fn host(&self, n: u8) -> &TestHost {
         &self.hosts[usize::from(n) - 1]
@@ -189,6 +194,18 @@ impl TestHost {
         Ok(daemon.config().socket())
     }
 
+    /// A cgroup (v2, relative to the root) of this host: `<base>-<suffix>`,
+    /// inside the instance so teardown removes it.
+    pub fn cgroup(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.cgroup_base)
+    }
+
+    /// The prefix an agent on this host names pod network namespaces
+    /// with, inside the instance so teardown removes them.
+    pub fn pod_netns_prefix(&self) -> String {
+        format!("{}-pod-", self.netns.name())
+    }
+
     /// A cgroup path for a container of this host (an OCI spec's
     /// cgroupsPath), inside the instance so teardown removes it.
     pub fn container_cgroup(&self, container: &str) -> String {
@@ -198,6 +215,13 @@ impl TestHost {
     /// A directory of this host for a test's files, created on demand.
     pub fn run_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = self.run_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// A directory of this host for persistent state, created on demand.
+    pub fn data_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.data_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
     }

@@ -148,11 +148,13 @@ pub(super) async fn remove_pod_leftovers(rt: &PodRuntime, uid: &str, pod: Option
     if let Err(err) = volumes::remove(&rt.dirs.data.join(uid)) {
         tracing::warn!(uid, %err, "removing pod volumes");
     }
-    let cgroup = rt.cgroupfs.join(rt.pod_cgroup(uid).trim_start_matches('/'));
-    if let Err(err) = std::fs::remove_dir(&cgroup)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(uid, %err, "removing the pod cgroup");
+    // The containers are gone: what is left of the pod's cgroup is empty.
+    for dir in rt.cgroups.dirs(&rt.pod_cgroup(uid)) {
+        if let Err(err) = std::fs::remove_dir(&dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(uid, %err, dir = %dir.display(), "removing the pod cgroup");
+        }
     }
     let log_dirs: Vec<std::path::PathBuf> = match pod {
         Some(pod) => vec![pod_log_dir(&rt.dirs.logs, pod)],

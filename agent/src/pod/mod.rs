@@ -22,7 +22,7 @@ pub use images::Images;
 pub use manager::run_pods;
 pub use translate::{log_path, pod_log_dir};
 
-use crate::{network::Sandboxes, runtime::Containerd};
+use crate::{cgroup::Hierarchies, network::Sandboxes, runtime::Containerd};
 
 /// Where the agent keeps each pod's things.
 #[derive(Debug, Clone)]
@@ -47,8 +47,8 @@ pub struct PodRuntime {
     pub dirs: PodDirs,
     /// The cgroup (v2, relative to the root) pods are placed under.
     pub cgroup_root: String,
-    /// The cgroup v2 mount, /sys/fs/cgroup.
-    pub cgroupfs: PathBuf,
+    /// The cgroup hierarchies (v2, and v1 ones on a hybrid host).
+    pub cgroups: Hierarchies,
     /// The program containerd's shim runs to write container logs.
     pub log_driver: PathBuf,
     pub dns: DnsSettings,

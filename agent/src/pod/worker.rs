@@ -227,11 +227,9 @@ impl Worker {
         }
         let mut remove = Vec::new();
         let mut watch = Vec::new();
-        let cgroup = self
-            .rt
-            .cgroupfs
-            .join(self.rt.pod_cgroup(&self.uid).trim_start_matches('/'));
-        let oom = |id: &str| oom_in(&cgroup.join(id));
+        let pod_cgroup = self.rt.pod_cgroup(&self.uid);
+        let cgroups = self.rt.cgroups.clone();
+        let oom = |id: &str| oom_in(&cgroups, &format!("{pod_cgroup}/{id}"));
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             let Some(containers) = by_name.remove(&slot.name) else {
                 continue;
@@ -661,11 +659,8 @@ impl Worker {
     /// Whether the kernel's OOM killer struck in the container's cgroup.
     fn oom_killed(&self, container_id: &str) -> bool {
         oom_in(
-            &self
-                .rt
-                .cgroupfs
-                .join(self.rt.pod_cgroup(&self.uid).trim_start_matches('/'))
-                .join(container_id),
+            &self.rt.cgroups,
+            &format!("{}/{container_id}", self.rt.pod_cgroup(&self.uid)),
         )
     }
 
@@ -785,14 +780,18 @@ impl Worker {
     }
 }
 
-/// Whether cgroup `dir` counted an OOM kill (it exists until the task is
-/// deleted).
-fn oom_in(dir: &std::path::Path) -> bool {
-    std::fs::read_to_string(dir.join("memory.events")).is_ok_and(|text| {
-        text.lines().any(|line| {
-            line.strip_prefix("oom_kill ")
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .is_some_and(|n| n > 0)
+/// Whether `cgroup` counted an OOM kill (its directories last until the
+/// task is deleted): memory.events in v2, memory.oom_control in v1.
+fn oom_in(cgroups: &crate::cgroup::Hierarchies, cgroup: &str) -> bool {
+    cgroups.dirs(cgroup).iter().any(|dir| {
+        ["memory.events", "memory.oom_control"].iter().any(|file| {
+            std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+                text.lines().any(|line| {
+                    line.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
+            })
         })
     })
 }

@@ -273,7 +273,6 @@ pub fn runtime_spec(
                 "effective": capabilities,
                 "permitted": capabilities,
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1_048_576, "soft": 1_048_576 }],
             "noNewPrivileges": !security.allow_privilege_escalation && !security.privileged,
         },
         "root": { "path": "rootfs", "readonly": security.read_only_root },

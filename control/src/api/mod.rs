@@ -2,6 +2,7 @@
 //! of every served resource. [`app`] builds the router, so tests can call
 //! it without a socket; server.rs serves it over TLS.
 
+mod agent_client;
 mod auth;
 mod delete;
 mod discovery;
@@ -9,6 +10,7 @@ mod list;
 mod openapi;
 mod openapi_v2;
 mod patch;
+mod pod_logs;
 mod request;
 mod resource;
 mod server;
@@ -30,6 +32,7 @@ use axum::{
 };
 
 pub use self::{
+    agent_client::{AgentClient, AgentError},
     auth::{Credentials, User, admin_token_path},
     resource::{ApiRequest, ResourceApi, Typed},
     server::{Listeners, serve},
@@ -46,6 +49,9 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     /// The API's schemas, which strategic merge patches walk.
     pub schemas: Arc<strategic::Schemas>,
+    /// control's identity toward agents (for logs); None in tests that
+    /// serve no nodes.
+    pub agents: Option<AgentClient>,
 }
 
 /// A `Subject` for an object of kind `K` called `name`.
@@ -98,6 +104,15 @@ impl std::fmt::Debug for ApiState {
 
 impl ApiState {
     pub fn new(store: Arc<dyn Store>, credentials: Credentials) -> Arc<Self> {
+        Self::with_agents(store, credentials, None)
+    }
+
+    /// State whose log requests reach agents as `agents`.
+    pub fn with_agents(
+        store: Arc<dyn Store>,
+        credentials: Credentials,
+        agents: Option<AgentClient>,
+    ) -> Arc<Self> {
         let resources = resources();
         let infos = resources.iter().map(|r| r.info()).collect();
         let (openapi, schemas) = openapi::build(&resources);
@@ -119,6 +134,7 @@ impl ApiState {
             ctx: Context {
                 store,
                 schemas: Arc::new(schemas),
+                agents,
             },
             openapi,
             credentials,
@@ -335,17 +351,6 @@ async fn dispatch(
         .get::<User>()
         .cloned()
         .ok_or_else(ApiError::unauthorized)?;
-    let attributes = auth::Attributes {
-        verb: verb(request.method(), target.name.is_some(), query.flag("watch")),
-        group,
-        resource: info.plural,
-        subresource: target.subresource,
-        namespace: target.namespace,
-        name: target.name,
-        field_selector: query.get("fieldSelector"),
-    };
-    auth::authorize(&user, &attributes, state.ctx.store.as_ref()).await?;
-
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(Body::new(body), request::MAX_BODY + 1)
         .await
@@ -353,6 +358,24 @@ async fn dispatch(
     if body.len() > request::MAX_BODY {
         return Err(ApiError::too_large());
     }
+    let verb = verb(&parts.method, target.name.is_some(), query.flag("watch"));
+    // A create names its object in the body; the node authorizer needs
+    // the name (as Kubernetes' NodeRestriction admission does).
+    let created_name = (verb == "create" && target.name.is_none())
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .flatten()
+        .and_then(|v| v["metadata"]["name"].as_str().map(str::to_owned));
+    let attributes = auth::Attributes {
+        verb,
+        group,
+        resource: info.plural,
+        subresource: target.subresource,
+        namespace: target.namespace,
+        name: target.name.or(created_name.as_deref()),
+        field_selector: query.get("fieldSelector"),
+    };
+    auth::authorize(&user, &attributes, state.ctx.store.as_ref()).await?;
+
     let api_request = ApiRequest {
         method: parts.method,
         namespace: target.namespace.map(str::to_owned),

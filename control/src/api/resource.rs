@@ -684,9 +684,12 @@ impl<K: Kind> ResourceApi for Typed<K> {
             (&Method::DELETE, Some(name), None) => self.delete(ctx, &request, name).await,
             (_, Some(name), Some("scale")) => self.scale(ctx, &request, name).await,
             (&Method::POST, Some(name), Some("binding")) => self.bind(ctx, &request, name).await,
-            (&Method::GET, Some(_), Some("log")) => Err(ApiError::unavailable(
-                "container logs are served by the node's agent, which has not registered this pod",
-            )),
+            (&Method::GET, Some(name), Some("log")) => {
+                let (object, _) = self.load(ctx, request.namespace.as_deref(), name).await?;
+                let pod = serde_json::from_value(to_value(&object))
+                    .map_err(|err| ApiError::internal("reading the pod", &err))?;
+                super::pod_logs::pod_log(ctx, pod, &request.query).await
+            }
             (method, _, _) => Err(ApiError::method_not_allowed(
                 method.as_str(),
                 K::INFO.plural,

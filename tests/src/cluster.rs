@@ -1,0 +1,240 @@
+//! A whole cluster on test hosts: control on host 1, an agent on each host
+//! with its own containerd holding the test images, a Kubernetes client
+//! and the real kubectl, all of it run from inside host 1's network
+//! namespace (see [`TestCluster::runtime`]).
+
+use std::{future::Future, time::Duration};
+
+use anyhow::{Context, bail};
+use capstan_agent::runtime::{Containerd, NAMESPACE, OciArchive};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{
+    TestNet,
+    agent::TestAgent,
+    artifacts::{self, BUSYBOX_IMAGE, TESTAPP_IMAGE},
+    control::{TestControl, succeeded},
+};
+
+/// Control and agents; dropped agents first, the network last.
+pub struct TestCluster {
+    pub agents: Vec<TestAgent>,
+    pub control: TestControl,
+    client: Client,
+    pub net: TestNet,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("agents", &self.agents)
+            .field("control", &self.control)
+            .field("net", &self.net)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestCluster {
+    /// Starts a cluster on `net` and runs `test` on it, every thread of it
+    /// (the one driving `test` included) inside host 1, where control
+    /// runs. A failed test panics with the agents' output.
+    pub fn run<F>(net: TestNet, test: F)
+    where
+        F: AsyncFnOnce(&TestCluster) -> anyhow::Result<()> + Send + 'static,
+    {
+        let netns = net.host(1).netns().path();
+        let runtime = net.host(1).netns().runtime().expect("a runtime in host 1");
+        let driver = std::thread::spawn(move || {
+            let entered = std::fs::File::open(&netns).map_err(anyhow::Error::from).and_then(|f| {
+                Ok(nix::sched::setns(
+                    std::os::fd::AsFd::as_fd(&f),
+                    nix::sched::CloneFlags::CLONE_NEWNET,
+                )?)
+            });
+            entered.expect("entering host 1");
+            runtime.block_on(async {
+                let cluster = Self::start(net).await.expect("starting the cluster");
+                if let Err(err) = test(&cluster).await {
+                    panic!("{err:#}\n---- agent output ----\n{}", cluster.agent_output());
+                }
+            });
+        });
+        if let Err(panic) = driver.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// Control on host 1 and an agent on every host of `net`. Call on
+    /// [`Self::runtime`].
+    pub async fn start(mut net: TestNet) -> anyhow::Result<Self> {
+        let hosts = net.hosts();
+        for n in 1..=hosts {
+            net.host_mut(n).start_containerd()?;
+            import_test_images(&net, n).await?;
+        }
+        let control =
+            TestControl::start_on_host(net.instance(), net.host(1).address().into()).await?;
+        let mut agents = Vec::new();
+        for n in 1..=hosts {
+            agents.push(TestAgent::start(net.host(n), &control, net.host(1))?);
+        }
+        let kubeconfig = Kubeconfig::read_from(control.kubeconfig())?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let cluster = Self {
+            agents,
+            control,
+            client: Client::try_from(config)?,
+            net,
+        };
+        for n in 1..=hosts {
+            cluster.wait_node_ready(cluster.net.host(n).name()).await?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn pods(&self, namespace: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The agents' output, for failure messages.
+    pub fn agent_output(&self) -> String {
+        self.agents
+            .iter()
+            .map(TestAgent::output)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    async fn wait_node_ready(&self, name: &str) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        self.eventually(Duration::from_secs(30), &format!("node {name} Ready"), || async {
+            let node = nodes.get_opt(name).await.ok().flatten()?;
+            let ready = node
+                .status?
+                .conditions?
+                .into_iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(())
+        })
+        .await
+    }
+
+    /// Polls `check` until it returns Some, for at most `limit`.
+    pub async fn eventually<T, F, Fut>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut check: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(value) = check().await {
+                return Ok(value);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "timed out after {limit:?} waiting for {what}\nagent output:\n{}",
+                    tail(&self.agent_output(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until pod `namespace/name` satisfies `check`; returns it.
+    pub async fn wait_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&Pod) -> bool,
+    ) -> anyhow::Result<Pod> {
+        let pods = self.pods(namespace);
+        let last = std::sync::Mutex::new(None::<Pod>);
+        let found = self
+            .eventually(limit, &format!("pod {name}: {what}"), || async {
+                let pod = pods.get_opt(name).await.ok().flatten()?;
+                let matched = check(&pod);
+                *last.lock().ok()? = Some(pod.clone());
+                matched.then_some(pod)
+            })
+            .await;
+        found.with_context(|| {
+            let last = last.lock().ok().and_then(|l| l.clone());
+            format!(
+                "last seen status: {}",
+                last.map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default())
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// kubectl (the one on PATH) with `args`; its stdout.
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let binary = which_kubectl()?;
+        let output = self.control.kubectl(&binary).args(args).output().await?;
+        succeeded(&output, &format!("kubectl {}", args.join(" ")))
+    }
+
+    /// kubectl apply -f - of `manifest`.
+    pub async fn apply(&self, manifest: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let binary = which_kubectl()?;
+        let mut child = self
+            .control
+            .kubectl(&binary)
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(manifest.as_bytes())
+            .await?;
+        let output = child.wait_with_output().await?;
+        succeeded(&output, "kubectl apply")
+    }
+}
+
+fn which_kubectl() -> anyhow::Result<std::path::PathBuf> {
+    crate::control::kubectl_binaries()?
+        .into_iter()
+        .next()
+        .context("no kubectl")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Imports the testapp and busybox images into host `n`'s containerd, as
+/// an operator would with `ctr images import`.
+async fn import_test_images(net: &TestNet, n: u8) -> anyhow::Result<()> {
+    let containerd = Containerd::connect(&net.host(n).containerd_socket()?, NAMESPACE).await?;
+    for (file, name) in [("testapp", TESTAPP_IMAGE), ("busybox", BUSYBOX_IMAGE)] {
+        let archive = OciArchive::open(&artifacts::image(file)?)?;
+        containerd
+            .import_image(&archive, name)
+            .await
+            .with_context(|| format!("importing {name}"))?;
+    }
+    Ok(())
+}
