@@ -9,6 +9,8 @@ use anyhow::ensure;
 pub const TESTAPP_IMAGE: &str = "capstan.invalid/testapp:v1";
 /// Name under which the busybox image is imported.
 pub const BUSYBOX_IMAGE: &str = "capstan.invalid/busybox:v1";
+/// busybox configured to run as user "ghost", whom its /etc/passwd lacks.
+pub const GHOST_USER_IMAGE: &str = "capstan.invalid/ghost-user:v1";
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -16,7 +16,7 @@ use kube::{
 use crate::{
     TestNet,
     agent::TestAgent,
-    artifacts::{self, BUSYBOX_IMAGE, TESTAPP_IMAGE},
+    artifacts::{self, BUSYBOX_IMAGE, GHOST_USER_IMAGE, TESTAPP_IMAGE},
     control::{TestControl, succeeded},
 };
 
@@ -229,7 +229,12 @@ fn tail(text: &str, lines: usize) -> String {
 /// an operator would with `ctr images import`.
 async fn import_test_images(net: &TestNet, n: u8) -> anyhow::Result<()> {
     let containerd = Containerd::connect(&net.host(n).containerd_socket()?, NAMESPACE).await?;
-    for (file, name) in [("testapp", TESTAPP_IMAGE), ("busybox", BUSYBOX_IMAGE)] {
+    let images = [
+        ("testapp", TESTAPP_IMAGE),
+        ("busybox", BUSYBOX_IMAGE),
+        ("ghost-user", GHOST_USER_IMAGE),
+    ];
+    for (file, name) in images {
         let archive = OciArchive::open(&artifacts::image(file)?)?;
         containerd
             .import_image(&archive, name)

@@ -7,6 +7,7 @@
 //!
 //! - busybox: busybox-static with a link per applet, /etc/passwd and group.
 //! - testapp: the busybox layer plus /testapp (capstan-testapp, musl static).
+//! - ghost-user: busybox running as a user its /etc/passwd does not have.
 
 use std::{
     fs,
@@ -24,13 +25,16 @@ use crate::{cmd, paths};
 
 pub const BUSYBOX_IMAGE: &str = "capstan.invalid/busybox:v1";
 pub const TESTAPP_IMAGE: &str = "capstan.invalid/testapp:v1";
+/// busybox whose configuration names a user its /etc/passwd lacks: a spec
+/// that passes validation but cannot run.
+pub const GHOST_USER_IMAGE: &str = "capstan.invalid/ghost-user:v1";
 
 const BUSYBOX: &str = "/bin/busybox";
 /// Layer entries' modification time: fixed, for reproducible digests.
 const MTIME: u64 = 1_700_000_000;
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Builds the test application and both images; returns the tarballs.
+/// Builds the test application and the images; returns the tarballs.
 pub fn build() -> anyhow::Result<Vec<PathBuf>> {
     let mut cargo = cmd::cargo(None);
     cargo
@@ -61,6 +65,12 @@ pub fn build() -> anyhow::Result<Vec<PathBuf>> {
                 "Cmd": ["serve"],
                 "ExposedPorts": { "8080/tcp": {}, "8081/tcp": {}, "8082/udp": {} },
             }),
+        )?,
+        write_image(
+            &dir.join("ghost-user.tar"),
+            GHOST_USER_IMAGE,
+            &[&busybox],
+            json!({ "Env": [PATH_ENV], "Cmd": ["sh"], "User": "ghost" }),
         )?,
     ];
     for tarball in &written {
