@@ -44,7 +44,7 @@ impl TestCluster {
     /// runs. A failed test panics with the agents' output.
     pub fn run<F>(net: TestNet, test: F)
     where
-        F: AsyncFnOnce(&TestCluster) -> anyhow::Result<()> + Send + 'static,
+        F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
     {
         let netns = net.host(1).netns().path();
         let runtime = net.host(1).netns().runtime().expect("a runtime in host 1");
@@ -57,8 +57,8 @@ impl TestCluster {
             });
             entered.expect("entering host 1");
             runtime.block_on(async {
-                let cluster = Self::start(net).await.expect("starting the cluster");
-                if let Err(err) = test(&cluster).await {
+                let mut cluster = Self::start(net).await.expect("starting the cluster");
+                if let Err(err) = test(&mut cluster).await {
                     panic!("{err:#}\n---- agent output ----\n{}", cluster.agent_output());
                 }
             });
@@ -95,6 +95,21 @@ impl TestCluster {
             cluster.wait_node_ready(cluster.net.host(n).name()).await?;
         }
         Ok(cluster)
+    }
+
+    /// Containerd of host `n`, as the agent there uses it.
+    pub async fn containerd(&self, n: u8) -> anyhow::Result<Containerd> {
+        Ok(Containerd::connect(&self.net.host(n).containerd_socket()?, NAMESPACE).await?)
+    }
+
+    /// SIGKILLs the agent of host `n`, as a crash would.
+    pub fn kill_agent(&mut self, n: u8) -> anyhow::Result<()> {
+        self.agents[usize::from(n) - 1].kill()
+    }
+
+    /// Starts the agent of host `n` again on its state.
+    pub fn start_agent(&mut self, n: u8) -> anyhow::Result<()> {
+        self.agents[usize::from(n) - 1].restart(self.net.host(n))
     }
 
     pub fn client(&self) -> Client {

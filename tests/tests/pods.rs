@@ -44,7 +44,7 @@ fn condition(pod: &Pod, kind: &str) -> Option<String> {
 /// Runs `test` against a fresh one-node cluster.
 fn with_cluster<F>(test: F)
 where
-    F: AsyncFnOnce(&TestCluster) -> anyhow::Result<()> + Send + 'static,
+    F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
 {
     TestCluster::run(TestNet::new(1).unwrap(), test);
 }
@@ -478,6 +478,103 @@ spec:
             .apply(&shell_pod("fine", "Always", "sleep 3600", ""))
             .await?;
         cluster.wait_pod("default", "fine", limit, "running", running).await?;
+        Ok(())
+    });
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
+    with_cluster(async |cluster| {
+        for name in ["steady", "doomed", "vanished"] {
+            cluster
+                .apply(&shell_pod(name, "Always", "echo up; sleep 3600", "terminationGracePeriodSeconds: 2"))
+                .await?;
+        }
+        let mut before = std::collections::HashMap::new();
+        for name in ["steady", "doomed", "vanished"] {
+            let pod = cluster
+                .wait_pod("default", name, Duration::from_secs(30), "running", running)
+                .await?;
+            before.insert(name, pod);
+        }
+        let containerd = cluster.containerd(1).await?;
+        let steady = status_of(&before["steady"], "c").unwrap().clone();
+        let steady_id = steady.container_id.clone().unwrap();
+        let steady_id = steady_id.trim_start_matches("containerd://").to_owned();
+        let steady_pid = containerd.task_state(&steady_id).await?;
+
+        cluster.kill_agent(1)?;
+        cluster.kubectl(&["delete", "pod", "doomed", "--wait=false"]).await?;
+        cluster
+            .kubectl(&["delete", "pod", "vanished", "--grace-period=0", "--force"])
+            .await?;
+        cluster.start_agent(1)?;
+
+        cluster
+            .eventually(Duration::from_secs(30), "doomed removed", || async {
+                cluster.pods("default").get_opt("doomed").await.ok()?.is_none().then_some(())
+            })
+            .await?;
+        let prefix = cluster.net.host(1).pod_netns_prefix();
+        for name in ["doomed", "vanished"] {
+            let uid = before[name].metadata.uid.clone().unwrap();
+            cluster
+                .eventually(Duration::from_secs(30), &format!("{name}'s containers removed"), || async {
+                    let left = containerd
+                        .containers_labelled(capstan_agent::pod::labels::POD_UID, &uid)
+                        .await
+                        .ok()?;
+                    let netns = std::path::Path::new("/run/netns").join(format!("{prefix}{uid}"));
+                    (left.is_empty() && !netns.exists()).then_some(())
+                })
+                .await?;
+        }
+
+        // steady ran on untouched: same container, same process, no restart.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pod = cluster.pods("default").get("steady").await?;
+        assert!(running(&pod));
+        let now = status_of(&pod, "c").unwrap();
+        assert_eq!(now.container_id, steady.container_id);
+        assert_eq!(now.restart_count, 0);
+        assert_eq!(
+            now.state.as_ref().unwrap().running.as_ref().unwrap().started_at,
+            steady.state.as_ref().unwrap().running.as_ref().unwrap().started_at
+        );
+        assert_eq!(containerd.task_state(&steady_id).await?, steady_pid);
+        let all = containerd
+            .containers_labelled(capstan_agent::pod::labels::POD_UID, pod.metadata.uid.as_deref().unwrap())
+            .await?;
+        assert_eq!(all.len(), 1, "nothing duplicated: {all:?}");
+        assert_eq!(cluster.kubectl(&["logs", "steady"]).await?, "up\n");
+        Ok(())
+    });
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn kubectl_logs_follows_a_container_until_it_exits() {
+    with_cluster(async |cluster| {
+        cluster
+            .apply(&shell_pod(
+                "counter",
+                "Never",
+                "for i in 1 2 3; do echo line $i; sleep 1; done; echo oops >&2",
+                "",
+            ))
+            .await?;
+        cluster
+            .wait_pod("default", "counter", Duration::from_secs(30), "started", |p| {
+                phase(p) != Some("Pending")
+            })
+            .await?;
+        let followed = tokio::time::timeout(
+            Duration::from_secs(20),
+            cluster.kubectl(&["logs", "-f", "counter"]),
+        )
+        .await??;
+        assert_eq!(followed, "line 1\nline 2\nline 3\noops\n");
         Ok(())
     });
 }
