@@ -106,9 +106,7 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.ca_file.display()))?;
     let node_name = match &args.node_name {
         Some(name) => name.clone(),
-        None => nix::unistd::gethostname()?
-            .to_string_lossy()
-            .to_lowercase(),
+        None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
     let host_ip = match args.node_ip {
         Some(ip) => ip.to_string(),
@@ -161,7 +159,12 @@ async fn run() -> anyhow::Result<()> {
     network.ensure().await?;
     let pool = AddressPool::open(args.data_dir.join("ipam"), subnet)?;
     let pods_run_dir = args.run_dir.join("pods");
-    let sandboxes = Sandboxes::new(network, pool, args.netns_prefix.clone(), pods_run_dir.clone());
+    let sandboxes = Sandboxes::new(
+        network,
+        pool,
+        args.netns_prefix.clone(),
+        pods_run_dir.clone(),
+    );
 
     lb::mount_bpffs(&args.bpffs)?;
     let mut datapath = lb::Datapath::load(&args.bpffs.join("capstan"))?;

@@ -151,11 +151,11 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
 
 /// control's client certificate (made once): agents accept only clients
 /// the cluster CA signed for client authentication, which is control.
-fn client_identity(
-    dir: &Path,
-    issuer: &Issuer<'_, KeyPair>,
-) -> Result<(String, String), PkiError> {
-    let (crt, key) = (dir.join("control-client.crt"), dir.join("control-client.key"));
+fn client_identity(dir: &Path, issuer: &Issuer<'_, KeyPair>) -> Result<(String, String), PkiError> {
+    let (crt, key) = (
+        dir.join("control-client.crt"),
+        dir.join("control-client.key"),
+    );
     if let (Some(cert), Some(key)) = (read(&crt)?, read(&key)?) {
         return Ok((cert, key));
     }

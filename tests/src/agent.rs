@@ -53,7 +53,10 @@ impl TestAgent {
             format!("--ca-file={}", control.ca_file().display()),
             format!("--node-name={name}"),
             format!("--node-ip={}", host.address()),
-            format!("--containerd-socket={}", host.containerd_socket()?.display()),
+            format!(
+                "--containerd-socket={}",
+                host.containerd_socket()?.display()
+            ),
             format!("--data-dir={}", data.display()),
             format!("--run-dir={}", run.display()),
             format!("--pod-log-dir={}", pod_log_dir.display()),
@@ -81,7 +84,8 @@ impl TestAgent {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut command: Command = host.command_in_cgroup(artifacts::agent()?, &self.host.cgroup)?;
+        let mut command: Command =
+            host.command_in_cgroup(artifacts::agent()?, &self.host.cgroup)?;
         command
             .args(&self.args)
             .env("RUST_LOG", "info,capstan_agent=debug")

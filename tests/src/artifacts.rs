@@ -48,3 +48,8 @@ pub fn agent() -> anyhow::Result<PathBuf> {
     );
     Ok(path)
 }
+
+/// The xtask binary (`cargo xtask` builds it), for `xtask push`.
+pub fn xtask() -> anyhow::Result<PathBuf> {
+    existing(workspace().join("target/debug/xtask"))
+}

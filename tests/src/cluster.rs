@@ -49,17 +49,22 @@ impl TestCluster {
         let netns = net.host(1).netns().path();
         let runtime = net.host(1).netns().runtime().expect("a runtime in host 1");
         let driver = std::thread::spawn(move || {
-            let entered = std::fs::File::open(&netns).map_err(anyhow::Error::from).and_then(|f| {
-                Ok(nix::sched::setns(
-                    std::os::fd::AsFd::as_fd(&f),
-                    nix::sched::CloneFlags::CLONE_NEWNET,
-                )?)
-            });
+            let entered = std::fs::File::open(&netns)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| {
+                    Ok(nix::sched::setns(
+                        std::os::fd::AsFd::as_fd(&f),
+                        nix::sched::CloneFlags::CLONE_NEWNET,
+                    )?)
+                });
             entered.expect("entering host 1");
             runtime.block_on(async {
                 let mut cluster = Self::start(net).await.expect("starting the cluster");
                 if let Err(err) = test(&mut cluster).await {
-                    panic!("{err:#}\n---- agent output ----\n{}", cluster.agent_output());
+                    panic!(
+                        "{err:#}\n---- agent output ----\n{}",
+                        cluster.agent_output()
+                    );
                 }
             });
         });
@@ -131,15 +136,19 @@ impl TestCluster {
 
     async fn wait_node_ready(&self, name: &str) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        self.eventually(Duration::from_secs(30), &format!("node {name} Ready"), || async {
-            let node = nodes.get_opt(name).await.ok().flatten()?;
-            let ready = node
-                .status?
-                .conditions?
-                .into_iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(())
-        })
+        self.eventually(
+            Duration::from_secs(30),
+            &format!("node {name} Ready"),
+            || async {
+                let node = nodes.get_opt(name).await.ok().flatten()?;
+                let ready = node
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            },
+        )
         .await
     }
 

@@ -33,7 +33,12 @@ impl TestControl {
     /// Control on every address of the test host the caller runs in (see
     /// `Netns::runtime`), reachable by agents at `host_address`.
     pub async fn start_on_host(instance: &Instance, host_address: IpAddr) -> anyhow::Result<Self> {
-        Self::start_with(instance, "0.0.0.0:0".parse()?, vec![host_address.to_string()]).await
+        Self::start_with(
+            instance,
+            "0.0.0.0:0".parse()?,
+            vec![host_address.to_string()],
+        )
+        .await
     }
 
     async fn start_with(

@@ -16,13 +16,14 @@
 
 pub mod agent;
 pub mod artifacts;
-pub mod cluster;
 pub mod bench;
+pub mod cluster;
 pub mod control;
 pub mod etcd;
 mod instance;
 pub mod netns;
 pub mod process;
+pub mod registry;
 pub mod store_conformance;
 mod sweep;
 mod testnet;

@@ -75,7 +75,13 @@ spec:
             ))
             .await?;
         let pod = cluster
-            .wait_pod("default", "web", Duration::from_secs(60), "running", running)
+            .wait_pod(
+                "default",
+                "web",
+                Duration::from_secs(60),
+                "running",
+                running,
+            )
             .await?;
         let status = pod.status.clone().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
@@ -96,19 +102,33 @@ spec:
 
         let setup = status_of(&pod, "setup").unwrap();
         let done = setup.state.as_ref().unwrap().terminated.as_ref().unwrap();
-        assert_eq!((done.exit_code, done.reason.as_deref()), (0, Some("Completed")));
+        assert_eq!(
+            (done.exit_code, done.reason.as_deref()),
+            (0, Some("Completed"))
+        );
         assert!(setup.ready);
         for name in ["server", "client"] {
             let container = status_of(&pod, name).unwrap();
             let state = container.state.as_ref().unwrap();
-            assert!(state.running.as_ref().unwrap().started_at.is_some(), "{name}");
+            assert!(
+                state.running.as_ref().unwrap().started_at.is_some(),
+                "{name}"
+            );
             assert!(container.ready && container.started == Some(true), "{name}");
             assert_eq!(container.restart_count, 0);
             assert!(
-                container.container_id.as_ref().unwrap().starts_with("containerd://"),
+                container
+                    .container_id
+                    .as_ref()
+                    .unwrap()
+                    .starts_with("containerd://"),
                 "{name}"
             );
-            assert!(container.image_id.contains("@sha256:"), "{}", container.image_id);
+            assert!(
+                container.image_id.contains("@sha256:"),
+                "{}",
+                container.image_id
+            );
         }
         assert_eq!(status_of(&pod, "server").unwrap().image, TESTAPP);
 
@@ -116,7 +136,10 @@ spec:
         // network namespace, and its hostname is the pod's name.
         let logs = cluster
             .eventually(Duration::from_secs(20), "the client's output", || async {
-                let out = cluster.kubectl(&["logs", "web", "-c", "client"]).await.ok()?;
+                let out = cluster
+                    .kubectl(&["logs", "web", "-c", "client"])
+                    .await
+                    .ok()?;
                 out.contains("web").then_some(out)
             })
             .await?;
@@ -184,23 +207,34 @@ fn restart_policies_and_crash_loop_back_off_behave_as_documented() {
         let limit = Duration::from_secs(30);
         let succeeded = |pod: &Pod| phase(pod) == Some("Succeeded");
         for name in ["done", "finished"] {
-            let pod = cluster.wait_pod("default", name, limit, "Succeeded", succeeded).await?;
+            let pod = cluster
+                .wait_pod("default", name, limit, "Succeeded", succeeded)
+                .await?;
             let c = status_of(&pod, "c").unwrap();
             assert_eq!(c.restart_count, 0, "{name}");
             let ended = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
-            assert_eq!((ended.exit_code, ended.reason.as_deref()), (0, Some("Completed")));
+            assert_eq!(
+                (ended.exit_code, ended.reason.as_deref()),
+                (0, Some("Completed"))
+            );
         }
         let failed = cluster
-            .wait_pod("default", "failed", limit, "Failed", |p| phase(p) == Some("Failed"))
+            .wait_pod("default", "failed", limit, "Failed", |p| {
+                phase(p) == Some("Failed")
+            })
             .await?;
         let c = status_of(&failed, "c").unwrap();
         let ended = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
-        assert_eq!((ended.exit_code, ended.reason.as_deref()), (3, Some("Error")));
+        assert_eq!(
+            (ended.exit_code, ended.reason.as_deref()),
+            (3, Some("Error"))
+        );
         assert_eq!(c.restart_count, 0);
         assert_eq!(cluster.kubectl(&["logs", "failed"]).await?, "bye\n");
         cluster
             .wait_pod("default", "retry", limit, "restarted on failure", |p| {
-                status_of(p, "c").is_some_and(|c| c.restart_count >= 1) && phase(p) == Some("Running")
+                status_of(p, "c").is_some_and(|c| c.restart_count >= 1)
+                    && phase(p) == Some("Running")
             })
             .await?;
 
@@ -236,25 +270,41 @@ fn restart_policies_and_crash_loop_back_off_behave_as_documented() {
                         attempts.insert((started.0, finished.0));
                     }
                 }
-                if let Some(message) = c.state.clone().and_then(|s| s.waiting).and_then(|w| w.message)
+                if let Some(message) = c
+                    .state
+                    .clone()
+                    .and_then(|s| s.waiting)
+                    .and_then(|w| w.message)
                     && !back_off_messages.contains(&message)
                 {
                     back_off_messages.push(message);
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(90), "restarts stalled: {attempts:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "restarts stalled: {attempts:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(
-            back_off_messages.iter().any(|m| m.starts_with("back-off 10s restarting failed container=c pod=crash_default(")),
+            back_off_messages
+                .iter()
+                .any(|m| m
+                    .starts_with("back-off 10s restarting failed container=c pod=crash_default(")),
             "{back_off_messages:?}"
         );
         assert!(
-            back_off_messages.iter().any(|m| m.starts_with("back-off 20s")),
+            back_off_messages
+                .iter()
+                .any(|m| m.starts_with("back-off 20s")),
             "{back_off_messages:?}"
         );
         let pod = cluster.pods("default").get("crash").await?;
-        assert_eq!(phase(&pod), Some("Running"), "a crash-looping pod under Always is Running");
+        assert_eq!(
+            phase(&pod),
+            Some("Running"),
+            "a crash-looping pod under Always is Running"
+        );
         let last = status_of(&pod, "c").unwrap().last_state.clone().unwrap();
         assert_eq!(last.terminated.unwrap().exit_code, 1);
         let previous = cluster.kubectl(&["logs", "crash", "--previous"]).await?;
@@ -302,13 +352,23 @@ spec:
             .await?;
         let limit = Duration::from_secs(60);
         let pod = cluster
-            .wait_pod("default", "hog", limit, "Failed", |p| phase(p) == Some("Failed"))
+            .wait_pod("default", "hog", limit, "Failed", |p| {
+                phase(p) == Some("Failed")
+            })
             .await?;
-        let ended = status_of(&pod, "c").unwrap().state.clone().unwrap().terminated.unwrap();
+        let ended = status_of(&pod, "c")
+            .unwrap()
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!(ended.reason.as_deref(), Some("OOMKilled"));
         assert_eq!(ended.exit_code, 137);
 
-        let pod = cluster.wait_pod("default", "capped", limit, "running", running).await?;
+        let pod = cluster
+            .wait_pod("default", "capped", limit, "running", running)
+            .await?;
         let id = status_of(&pod, "c").unwrap().container_id.clone().unwrap();
         let id = id.trim_start_matches("containerd://");
         let uid = pod.metadata.uid.clone().unwrap();
@@ -340,7 +400,10 @@ spec:
 async fn delete_and_time(
     cluster: &TestCluster,
     name: &str,
-) -> anyhow::Result<(Duration, Option<k8s_openapi::api::core::v1::ContainerStateTerminated>)> {
+) -> anyhow::Result<(
+    Duration,
+    Option<k8s_openapi::api::core::v1::ContainerStateTerminated>,
+)> {
     let pods = cluster.pods("default");
     let start = tokio::time::Instant::now();
     pods.delete(name, &Default::default()).await?;
@@ -357,7 +420,10 @@ async fn delete_and_time(
                 }
             }
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "{name} never went");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "{name} never went"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -369,10 +435,20 @@ fn graceful_deletion_honours_the_grace_period() {
         let polite = "trap 'echo stopping; exit 0' TERM; while true; do sleep 0.1; done";
         let stubborn = "trap '' TERM; while true; do sleep 0.1; done";
         cluster
-            .apply(&shell_pod("polite", "Always", polite, "terminationGracePeriodSeconds: 30"))
+            .apply(&shell_pod(
+                "polite",
+                "Always",
+                polite,
+                "terminationGracePeriodSeconds: 30",
+            ))
             .await?;
         cluster
-            .apply(&shell_pod("stubborn", "Always", stubborn, "terminationGracePeriodSeconds: 3"))
+            .apply(&shell_pod(
+                "stubborn",
+                "Always",
+                stubborn,
+                "terminationGracePeriodSeconds: 3",
+            ))
             .await?;
         for name in ["polite", "stubborn"] {
             cluster
@@ -380,13 +456,22 @@ fn graceful_deletion_honours_the_grace_period() {
                 .await?;
         }
         let (took, last) = delete_and_time(cluster, "polite").await?;
-        assert!(took < Duration::from_secs(10), "SIGTERM was not delivered: {took:?}");
+        assert!(
+            took < Duration::from_secs(10),
+            "SIGTERM was not delivered: {took:?}"
+        );
         if let Some(ended) = last {
             assert_eq!(ended.exit_code, 0, "{ended:?}");
         }
         let (took, last) = delete_and_time(cluster, "stubborn").await?;
-        assert!(took >= Duration::from_secs(3), "killed before the deadline: {took:?}");
-        assert!(took < Duration::from_secs(15), "not killed at the deadline: {took:?}");
+        assert!(
+            took >= Duration::from_secs(3),
+            "killed before the deadline: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "not killed at the deadline: {took:?}"
+        );
         if let Some(ended) = last {
             assert_eq!(ended.exit_code, 137, "{ended:?}");
         }
@@ -462,14 +547,31 @@ spec:
             })
         };
         let ghost = waiting("ghost", "CreateContainerError").await?;
-        let message = status_of(&ghost, "c").unwrap().state.clone().unwrap().waiting.unwrap().message;
+        let message = status_of(&ghost, "c")
+            .unwrap()
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+            .message;
         assert_eq!(
             message.as_deref(),
             Some("unable to find user ghost: no matching entries in passwd file")
         );
         let rootless = waiting("rootless", "CreateContainerConfigError").await?;
-        let message = status_of(&rootless, "c").unwrap().state.clone().unwrap().waiting.unwrap().message;
-        assert_eq!(message.as_deref(), Some("container has runAsNonRoot and image will run as root"));
+        let message = status_of(&rootless, "c")
+            .unwrap()
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+            .message;
+        assert_eq!(
+            message.as_deref(),
+            Some("container has runAsNonRoot and image will run as root")
+        );
         let never = waiting("never-pull", "ErrImageNeverPull").await?;
         assert_eq!(phase(&never), Some("Pending"));
 
@@ -477,7 +579,9 @@ spec:
         cluster
             .apply(&shell_pod("fine", "Always", "sleep 3600", ""))
             .await?;
-        cluster.wait_pod("default", "fine", limit, "running", running).await?;
+        cluster
+            .wait_pod("default", "fine", limit, "running", running)
+            .await?;
         Ok(())
     });
 }
@@ -488,7 +592,12 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
     with_cluster(async |cluster| {
         for name in ["steady", "doomed", "vanished"] {
             cluster
-                .apply(&shell_pod(name, "Always", "echo up; sleep 3600", "terminationGracePeriodSeconds: 2"))
+                .apply(&shell_pod(
+                    name,
+                    "Always",
+                    "echo up; sleep 3600",
+                    "terminationGracePeriodSeconds: 2",
+                ))
                 .await?;
         }
         let mut before = std::collections::HashMap::new();
@@ -505,7 +614,9 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
         let steady_pid = containerd.task_state(&steady_id).await?;
 
         cluster.kill_agent(1)?;
-        cluster.kubectl(&["delete", "pod", "doomed", "--wait=false"]).await?;
+        cluster
+            .kubectl(&["delete", "pod", "doomed", "--wait=false"])
+            .await?;
         cluster
             .kubectl(&["delete", "pod", "vanished", "--grace-period=0", "--force"])
             .await?;
@@ -513,21 +624,32 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
 
         cluster
             .eventually(Duration::from_secs(30), "doomed removed", || async {
-                cluster.pods("default").get_opt("doomed").await.ok()?.is_none().then_some(())
+                cluster
+                    .pods("default")
+                    .get_opt("doomed")
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
             })
             .await?;
         let prefix = cluster.net.host(1).pod_netns_prefix();
         for name in ["doomed", "vanished"] {
             let uid = before[name].metadata.uid.clone().unwrap();
             cluster
-                .eventually(Duration::from_secs(30), &format!("{name}'s containers removed"), || async {
-                    let left = containerd
-                        .containers_labelled(capstan_agent::pod::labels::POD_UID, &uid)
-                        .await
-                        .ok()?;
-                    let netns = std::path::Path::new("/run/netns").join(format!("{prefix}{uid}"));
-                    (left.is_empty() && !netns.exists()).then_some(())
-                })
+                .eventually(
+                    Duration::from_secs(30),
+                    &format!("{name}'s containers removed"),
+                    || async {
+                        let left = containerd
+                            .containers_labelled(capstan_agent::pod::labels::POD_UID, &uid)
+                            .await
+                            .ok()?;
+                        let netns =
+                            std::path::Path::new("/run/netns").join(format!("{prefix}{uid}"));
+                        (left.is_empty() && !netns.exists()).then_some(())
+                    },
+                )
                 .await?;
         }
 
@@ -539,12 +661,28 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
         assert_eq!(now.container_id, steady.container_id);
         assert_eq!(now.restart_count, 0);
         assert_eq!(
-            now.state.as_ref().unwrap().running.as_ref().unwrap().started_at,
-            steady.state.as_ref().unwrap().running.as_ref().unwrap().started_at
+            now.state
+                .as_ref()
+                .unwrap()
+                .running
+                .as_ref()
+                .unwrap()
+                .started_at,
+            steady
+                .state
+                .as_ref()
+                .unwrap()
+                .running
+                .as_ref()
+                .unwrap()
+                .started_at
         );
         assert_eq!(containerd.task_state(&steady_id).await?, steady_pid);
         let all = containerd
-            .containers_labelled(capstan_agent::pod::labels::POD_UID, pod.metadata.uid.as_deref().unwrap())
+            .containers_labelled(
+                capstan_agent::pod::labels::POD_UID,
+                pod.metadata.uid.as_deref().unwrap(),
+            )
             .await?;
         assert_eq!(all.len(), 1, "nothing duplicated: {all:?}");
         assert_eq!(cluster.kubectl(&["logs", "steady"]).await?, "up\n");
@@ -565,9 +703,13 @@ fn kubectl_logs_follows_a_container_until_it_exits() {
             ))
             .await?;
         cluster
-            .wait_pod("default", "counter", Duration::from_secs(30), "started", |p| {
-                phase(p) != Some("Pending")
-            })
+            .wait_pod(
+                "default",
+                "counter",
+                Duration::from_secs(30),
+                "started",
+                |p| phase(p) != Some("Pending"),
+            )
             .await?;
         let followed = tokio::time::timeout(
             Duration::from_secs(20),
@@ -575,6 +717,92 @@ fn kubectl_logs_follows_a_container_until_it_exits() {
         )
         .await??;
         assert_eq!(followed, "line 1\nline 2\nline 3\noops\n");
+        Ok(())
+    });
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn images_are_pulled_from_a_registry_and_a_missing_one_backs_off() {
+    with_cluster(async |cluster| {
+        let registry = capstan_tests::registry::TestRegistry::start(cluster.net.host(1)).await?;
+        let image = format!("{}/capstan/pulled:v1", capstan_tests::registry::ADDRESS);
+        registry.push(cluster.net.host(1), "testapp", &image)?;
+        let missing = format!("{}/capstan/missing:v1", capstan_tests::registry::ADDRESS);
+        cluster
+            .apply(&format!(
+                r#"
+apiVersion: v1
+kind: Pod
+metadata: {{ name: pulled, namespace: default }}
+spec:
+  nodeName: h1
+  containers:
+  - name: c
+    image: {image}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{ name: missing, namespace: default }}
+spec:
+  nodeName: h1
+  containers:
+  - name: c
+    image: {missing}
+"#
+            ))
+            .await?;
+        let limit = Duration::from_secs(60);
+        let pod = cluster
+            .wait_pod("default", "pulled", limit, "running", running)
+            .await?;
+        let c = status_of(&pod, "c").unwrap();
+        assert!(
+            c.image_id
+                .starts_with("127.0.0.1:5000/capstan/pulled@sha256:"),
+            "{}",
+            c.image_id
+        );
+        let pulled = cluster.containerd(1).await?.local_image(&image).await?;
+        assert!(
+            pulled.is_some(),
+            "the pulled image is in containerd under its name"
+        );
+
+        let errored = cluster
+            .wait_pod("default", "missing", limit, "ErrImagePull", |p| {
+                waiting_reason(p, "c").as_deref() == Some("ErrImagePull")
+            })
+            .await?;
+        let message = status_of(&errored, "c")
+            .unwrap()
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+            .message
+            .unwrap();
+        assert!(message.contains(&missing), "{message}");
+        assert!(
+            message.contains("MANIFEST_UNKNOWN") || message.contains("NAME_UNKNOWN"),
+            "the registry's words: {message}"
+        );
+        let backing_off = cluster
+            .wait_pod("default", "missing", limit, "ImagePullBackOff", |p| {
+                waiting_reason(p, "c").as_deref() == Some("ImagePullBackOff")
+            })
+            .await?;
+        let message = status_of(&backing_off, "c")
+            .unwrap()
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
+            .message
+            .unwrap();
+        assert_eq!(message, format!("Back-off pulling image \"{missing}\""));
         Ok(())
     });
 }

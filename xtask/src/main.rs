@@ -6,6 +6,7 @@ mod cmd;
 mod ebpf;
 mod image;
 mod paths;
+mod push;
 mod setup;
 mod test;
 mod up;
@@ -27,6 +28,12 @@ enum Task {
     BuildEbpf,
     /// Build the test images (OCI tarballs) from local files.
     Image,
+    /// Push an image tarball to a registry on loopback, e.g.
+    /// `cargo xtask push target/images/testapp.tar 127.0.0.1:5000/capstan/testapp:v1`.
+    Push {
+        tarball: std::path::PathBuf,
+        reference: String,
+    },
     /// Set up, build, lint, and run every test (end-to-end ones need root).
     Test(test::TestArgs),
     /// Run a single-node cluster on this host until Ctrl-C.
@@ -43,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::run().map(drop),
         Task::BuildEbpf => ebpf::build(),
         Task::Image => image::build().map(drop),
+        Task::Push { tarball, reference } => push::run(&tarball, &reference),
         Task::Test(args) => test::run(&args),
         Task::Up(args) => up::run(&args),
         Task::Bench { name } => bench::run(&name),

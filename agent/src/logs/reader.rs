@@ -165,7 +165,10 @@ mod tests {
             timestamps: true,
             ..Default::default()
         };
-        assert_eq!(render(&data, &since).0, b"1970-01-01T00:00:30.000000000Z three\n");
+        assert_eq!(
+            render(&data, &since).0,
+            b"1970-01-01T00:00:30.000000000Z three\n"
+        );
         let limited = LogOptions {
             limit_bytes: Some(5),
             ..Default::default()

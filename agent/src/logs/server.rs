@@ -92,9 +92,9 @@ async fn container_logs(
         return plain(StatusCode::BAD_REQUEST, message);
     };
     let since = match (query.since_seconds, query.since_time.as_deref()) {
-        (Some(seconds), _) => Some(
-            SystemTime::now() - std::time::Duration::from_secs(seconds.max(0) as u64),
-        ),
+        (Some(seconds), _) => {
+            Some(SystemTime::now() - std::time::Duration::from_secs(seconds.max(0) as u64))
+        }
         (None, Some(time)) => match humantime::parse_rfc3339_weak(time) {
             Ok(time) => Some(time),
             Err(_) => {

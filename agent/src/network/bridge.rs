@@ -68,7 +68,10 @@ mod tests {
         let subnet = PodSubnet::parse("10.244.2.0/24").unwrap();
         NodeNetwork::new(subnet, ip.clone()).ensure().await.unwrap();
         let commands = ip.commands.lock().unwrap().clone();
-        assert_eq!(commands[0].script, vec!["link add name capstan0 type bridge"]);
+        assert_eq!(
+            commands[0].script,
+            vec!["link add name capstan0 type bridge"]
+        );
         assert_eq!(
             commands[1].script,
             vec![

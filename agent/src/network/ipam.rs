@@ -49,7 +49,10 @@ impl AddressPool {
 
     /// The address of `owner`: the one it holds, or a free one taken now.
     pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr, NetworkError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((ip, _)) = self.allocations()?.into_iter().find(|(_, o)| o == owner) {
             return Ok(ip);
         }
@@ -74,7 +77,10 @@ impl AddressPool {
 
     /// Frees whatever `owner` holds.
     pub fn release(&self, owner: &str) -> Result<(), NetworkError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (ip, held_by) in self.allocations()? {
             if held_by == owner {
                 let path = self.dir.join(ip.to_string());
@@ -102,13 +108,21 @@ mod tests {
         let b = pool.allocate("uid-b").unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 244, 7, 2));
         assert_ne!(a, b);
-        assert_eq!(pool.allocate("uid-a").unwrap(), a, "an owner keeps its address");
+        assert_eq!(
+            pool.allocate("uid-a").unwrap(),
+            a,
+            "an owner keeps its address"
+        );
 
         let reopened = AddressPool::open(dir.path().join("ipam"), subnet).unwrap();
         let c = reopened.allocate("uid-c").unwrap();
         assert!(c != a && c != b);
         reopened.release("uid-a").unwrap();
-        assert_eq!(reopened.allocate("uid-d").unwrap(), a, "a released address is free");
+        assert_eq!(
+            reopened.allocate("uid-d").unwrap(),
+            a,
+            "a released address is free"
+        );
         assert_eq!(reopened.allocations().unwrap().len(), 3);
     }
 
@@ -120,6 +134,9 @@ mod tests {
         for n in 0..253 {
             pool.allocate(&format!("pod-{n}")).unwrap();
         }
-        assert!(matches!(pool.allocate("one-more"), Err(NetworkError::Exhausted(_))));
+        assert!(matches!(
+            pool.allocate("one-more"),
+            Err(NetworkError::Exhausted(_))
+        ));
     }
 }

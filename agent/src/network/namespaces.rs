@@ -71,12 +71,10 @@ impl PodNamespaces {
         // makes the namespaces and ends; the mounts keep them alive.
         let made = std::thread::spawn(move || namespaces.unshare_and_pin(&hostname))
             .join()
-            .unwrap_or_else(|_| {
-                Err(NetworkError::Sys {
-                    action: "making pod namespaces",
-                    source: nix::Error::EINTR,
-                })
-            });
+            .unwrap_or(Err(NetworkError::Sys {
+                action: "making pod namespaces",
+                source: nix::Error::EINTR,
+            }));
         if made.is_err() {
             self.remove();
         }
@@ -125,7 +123,7 @@ impl PodNamespaces {
 /// directory's filesystem.
 fn is_namespace(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Makes /run/netns a shared mount, as `ip netns add` does, so pins made

@@ -94,7 +94,11 @@ impl Sandboxes {
         let ip_runner = self.network.runner();
         ip_runner.run(host_side(uid, &namespaces.netns)).await?;
         ip_runner
-            .run(pod_side(&namespaces.netns, ip, self.network.subnet.gateway()))
+            .run(pod_side(
+                &namespaces.netns,
+                ip,
+                self.network.subnet.gateway(),
+            ))
             .await
     }
 
@@ -142,7 +146,11 @@ fn remove_dir(dir: &Path) -> Result<(), NetworkError> {
 /// The host end of a pod's veth: "veth" and the start of its uid, within
 /// the 15 characters a link name may have.
 fn veth_name(uid: &str) -> String {
-    let hex: String = uid.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
+    let hex: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(11)
+        .collect();
     format!("veth{hex}")
 }
 

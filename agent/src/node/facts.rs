@@ -3,9 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use k8s_openapi::{
-    api::core::v1::NodeSystemInfo, apimachinery::pkg::api::resource::Quantity,
-};
+use k8s_openapi::{api::core::v1::NodeSystemInfo, apimachinery::pkg::api::resource::Quantity};
 
 /// Memory the kubelet keeps back by default (its eviction threshold).
 const RESERVED_MEMORY_KI: u64 = 100 * 1024;
@@ -25,20 +23,26 @@ pub fn resources(max_pods: u32, data_dir: &Path) -> Resources {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_ki = meminfo_total_ki().unwrap_or(0);
     let storage = nix::sys::statvfs::statvfs(data_dir)
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0);
     let q = |s: String| Quantity(s);
     let capacity = BTreeMap::from([
         ("cpu".to_owned(), q(cpus.to_string())),
         ("memory".to_owned(), q(format!("{memory_ki}Ki"))),
         ("pods".to_owned(), q(max_pods.to_string())),
-        ("ephemeral-storage".to_owned(), q(format!("{}Ki", storage / 1024))),
+        (
+            "ephemeral-storage".to_owned(),
+            q(format!("{}Ki", storage / 1024)),
+        ),
     ]);
     let allocatable = BTreeMap::from([
         ("cpu".to_owned(), q(cpus.to_string())),
         (
             "memory".to_owned(),
-            q(format!("{}Ki", memory_ki.saturating_sub(RESERVED_MEMORY_KI))),
+            q(format!(
+                "{}Ki",
+                memory_ki.saturating_sub(RESERVED_MEMORY_KI)
+            )),
         ),
         ("pods".to_owned(), q(max_pods.to_string())),
         (

@@ -93,7 +93,12 @@ fn status(config: &NodeConfig, previous: Option<&NodeStatus>) -> NodeStatus {
             "KubeletHasSufficientPID",
             "kubelet has sufficient PID available",
         ),
-        condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
     ];
     for condition in &mut conditions {
         if let Some(old) = previous
@@ -242,7 +247,10 @@ async fn renew_lease(
                     ..Default::default()
                 }),
             };
-            leases.create(&PostParams::default(), &lease).await.map(drop)
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(drop)
         }
         Err(err) => Err(err),
     }

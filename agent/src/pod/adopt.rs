@@ -25,7 +25,9 @@ pub(crate) struct Adopted {
 }
 
 /// Every container of this node in containerd, by pod uid.
-pub(super) async fn collect(rt: &PodRuntime) -> Result<HashMap<String, Vec<Adopted>>, RuntimeError> {
+pub(super) async fn collect(
+    rt: &PodRuntime,
+) -> Result<HashMap<String, Vec<Adopted>>, RuntimeError> {
     let records = rt
         .containerd
         .containers_labelled(labels::NODE, &rt.node_name)
@@ -128,10 +130,10 @@ pub(super) fn restore(
         }
         TaskState::Created | TaskState::Absent => {}
     }
-    if let Some(before) = containers.pop() {
-        if let TaskState::Stopped { code, exited_at } = before.state {
-            slot.last = Some(ended(&before, code, exited_at));
-        }
+    if let Some(before) = containers.pop()
+        && let TaskState::Stopped { code, exited_at } = before.state
+    {
+        slot.last = Some(ended(&before, code, exited_at));
     }
     restored
         .remove
@@ -162,7 +164,11 @@ pub(super) async fn remove_pod_leftovers(rt: &PodRuntime, uid: &str, pod: Option
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(&format!("_{uid}")))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .ends_with(&format!("_{uid}"))
+                    })
                     .map(|e| e.path())
                     .collect()
             })
@@ -247,7 +253,9 @@ mod tests {
         assert_eq!(restored.watch.as_deref(), Some(ids[2].as_str()));
         assert_eq!(restored.remove, vec![ids[0].clone()]);
         assert_eq!((slot.restart_count, slot.attempts), (2, 3));
-        assert!(matches!(&slot.state, State::Running { container_id, .. } if *container_id == ids[2]));
+        assert!(
+            matches!(&slot.state, State::Running { container_id, .. } if *container_id == ids[2])
+        );
         assert_eq!(slot.last.as_ref().map(|t| t.exit_code), Some(1));
     }
 

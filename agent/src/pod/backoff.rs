@@ -39,6 +39,17 @@ impl Backoff {
         until
     }
 
+    /// Records a failed attempt that made nothing (a pull, a create) at
+    /// `at`; returns when to try again: 10 s, doubling to 5 minutes.
+    pub fn record_failure(&mut self, at: SystemTime) -> SystemTime {
+        let delay = self.next.unwrap_or(INITIAL).max(INITIAL);
+        self.next = Some((delay * 2).min(MAX));
+        let until = at + delay;
+        self.until = Some(until);
+        self.serving = delay;
+        until
+    }
+
     /// The pending delay, if a restart must still wait at `now`.
     pub fn waiting(&self, now: SystemTime) -> Option<(SystemTime, Duration)> {
         let until = self.until?;
@@ -68,6 +79,22 @@ mod tests {
         let until = backoff.record_exit(now, Duration::from_secs(700));
         assert_eq!(until, now, "a long run resets the back-off");
         assert_eq!(backoff.record_exit(now, short), now + INITIAL);
+    }
+
+    #[test]
+    fn failed_attempts_wait_10_s_then_double() {
+        let mut backoff = Backoff::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(9_000);
+        let delays: Vec<u64> = (0..7)
+            .map(|_| {
+                backoff
+                    .record_failure(t0)
+                    .duration_since(t0)
+                    .unwrap()
+                    .as_secs()
+            })
+            .collect();
+        assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]

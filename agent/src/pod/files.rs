@@ -39,7 +39,10 @@ pub fn hosts(pod: &Pod, ip: Ipv4Addr, cluster_domain: &str) -> String {
     );
     let name = hostname(pod);
     let spec = pod.spec.as_ref();
-    match spec.and_then(|s| s.subdomain.as_deref()).filter(|s| !s.is_empty()) {
+    match spec
+        .and_then(|s| s.subdomain.as_deref())
+        .filter(|s| !s.is_empty())
+    {
         Some(subdomain) => {
             let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
             text.push_str(&format!(
@@ -122,12 +125,7 @@ fn host_settings(resolv_conf: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 }
 
 /// Writes the three files into `dir` (created if missing).
-pub fn write_all(
-    dir: &Path,
-    pod: &Pod,
-    ip: Ipv4Addr,
-    dns: &DnsSettings,
-) -> std::io::Result<()> {
+pub fn write_all(dir: &Path, pod: &Pod, ip: Ipv4Addr, dns: &DnsSettings) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("hosts"), hosts(pod, ip, &dns.cluster_domain))?;
     std::fs::write(dir.join("resolv.conf"), resolv_conf(pod, dns))?;
@@ -169,11 +167,16 @@ mod tests {
 
     #[test]
     fn dns_policy_and_config_change_the_file() {
-        let default = resolv_conf(&pod(json!({ "dnsPolicy": "Default", "containers": [] })), &dns());
+        let default = resolv_conf(
+            &pod(json!({ "dnsPolicy": "Default", "containers": [] })),
+            &dns(),
+        );
         assert_eq!(default, "search corp.example\nnameserver 192.0.2.53\n");
-        let custom = pod(json!({ "dnsPolicy": "None", "containers": [], "dnsConfig": {
+        let custom = pod(
+            json!({ "dnsPolicy": "None", "containers": [], "dnsConfig": {
             "nameservers": ["192.0.2.1"], "searches": ["a.example"],
-            "options": [{ "name": "ndots", "value": "2" }, { "name": "edns0" }] } }));
+            "options": [{ "name": "ndots", "value": "2" }, { "name": "edns0" }] } }),
+        );
         assert_eq!(
             resolv_conf(&custom, &dns()),
             "search a.example\nnameserver 192.0.2.1\noptions ndots:2 edns0\n"
@@ -189,6 +192,9 @@ mod tests {
         assert!(text.contains("192.0.2.9\tdb\tdb.local\n"), "{text}");
         let in_subdomain = pod(json!({ "containers": [], "hostname": "db-0", "subdomain": "db" }));
         let text = hosts(&in_subdomain, Ipv4Addr::new(10, 244, 0, 6), "cluster.local");
-        assert!(text.contains("10.244.0.6\tdb-0.db.shop.svc.cluster.local\tdb-0\n"), "{text}");
+        assert!(
+            text.contains("10.244.0.6\tdb-0.db.shop.svc.cluster.local\tdb-0\n"),
+            "{text}"
+        );
     }
 }

@@ -99,7 +99,9 @@ pub fn credentials_from_secrets(secrets: &[Secret]) -> RegistryAuth {
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes.0).ok());
         let Some(config) = config else { continue };
         let entries = config.get("auths").unwrap_or(&config);
-        let Some(entries) = entries.as_object() else { continue };
+        let Some(entries) = entries.as_object() else {
+            continue;
+        };
         for (server, entry) in entries {
             let host = registry_host(server);
             if let Some(credentials) = entry_credentials(entry) {
@@ -126,7 +128,12 @@ fn registry_host(server: &str) -> String {
 }
 
 fn entry_credentials(entry: &serde_json::Value) -> Option<Credentials> {
-    let field = |key: &str| entry.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let field = |key: &str| {
+        entry
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
     if let (Some(username), Some(password)) = (field("username"), field("password")) {
         return Some(Credentials {
             username: username.to_owned(),

@@ -71,7 +71,10 @@ mod tests {
             attempt: 2,
         };
         let labels = container_labels("n1", "default", "web-0", &identity, false);
-        assert_eq!(ContainerIdentity::from_labels(&labels), Some(identity.clone()));
+        assert_eq!(
+            ContainerIdentity::from_labels(&labels),
+            Some(identity.clone())
+        );
         assert_eq!(identity.container_id(), identity.clone().container_id());
         assert_eq!(identity.container_id().len(), 64);
         let next = ContainerIdentity {

@@ -15,8 +15,7 @@ use super::{
 use crate::{
     network::Sandbox,
     runtime::{
-        ContainerConfig, LogDestination, Mount, MountSource, Resources, Security,
-        SharedNamespaces,
+        ContainerConfig, LogDestination, Mount, MountSource, Resources, Security, SharedNamespaces,
     },
 };
 
@@ -193,16 +192,25 @@ pub fn security(pod: &Pod, container: &Container) -> Security {
 
 /// The container's environment: the `kubernetes` Service's variables, then
 /// env in order, each value expanded against those before it.
-fn environment(ctx: &PodContext<'_>, container: &Container) -> Result<Vec<(String, String)>, String> {
+fn environment(
+    ctx: &PodContext<'_>,
+    container: &Container,
+) -> Result<Vec<(String, String)>, String> {
     let mut env: Vec<(String, String)> = [
         ("KUBERNETES_SERVICE_HOST", KUBERNETES_SERVICE.to_owned()),
         ("KUBERNETES_SERVICE_PORT", "443".to_owned()),
         ("KUBERNETES_SERVICE_PORT_HTTPS", "443".to_owned()),
         ("KUBERNETES_PORT", format!("tcp://{KUBERNETES_SERVICE}:443")),
-        ("KUBERNETES_PORT_443_TCP", format!("tcp://{KUBERNETES_SERVICE}:443")),
+        (
+            "KUBERNETES_PORT_443_TCP",
+            format!("tcp://{KUBERNETES_SERVICE}:443"),
+        ),
         ("KUBERNETES_PORT_443_TCP_PROTO", "tcp".to_owned()),
         ("KUBERNETES_PORT_443_TCP_PORT", "443".to_owned()),
-        ("KUBERNETES_PORT_443_TCP_ADDR", KUBERNETES_SERVICE.to_owned()),
+        (
+            "KUBERNETES_PORT_443_TCP_ADDR",
+            KUBERNETES_SERVICE.to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -270,7 +278,10 @@ fn env_value(ctx: &PodContext<'_>, container: &Container, var: &EnvVar) -> Resul
                 "env {}: {} is not set on the container",
                 var.name, field.resource
             )),
-            _ => Err(format!("env {}: unsupported resource {}", var.name, field.resource)),
+            _ => Err(format!(
+                "env {}: unsupported resource {}",
+                var.name, field.resource
+            )),
         };
     }
     Err(format!(
@@ -322,7 +333,10 @@ mod tests {
     use crate::network::PodNamespaces;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -346,7 +360,10 @@ mod tests {
         assert_eq!(resources.cpu_period, Some(100_000));
         assert_eq!(resources.memory_limit, Some(64 << 20));
         let none = super::resources(None);
-        assert_eq!((none.cpu_shares, none.cpu_quota, none.memory_limit), (Some(2), None, None));
+        assert_eq!(
+            (none.cpu_shares, none.cpu_quota, none.memory_limit),
+            (Some(2), None, None)
+        );
     }
 
     #[test]
@@ -388,12 +405,21 @@ mod tests {
         let container = &pod.spec.as_ref().unwrap().containers[0];
         let config = container_config(&ctx, container, false, 3).unwrap();
         assert_eq!(config.command, vec!["/app", "--name=web"]);
-        let get = |name: &str| config.env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            config
+                .env
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("TIER"), Some("front"));
         assert_eq!(get("IP"), Some("10.244.0.9"));
         assert_eq!(get("MEM"), Some("64"));
         assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
-        assert_eq!(config.cgroups_path, format!("/capstan/podu-1/{}", config.id));
+        assert_eq!(
+            config.cgroups_path,
+            format!("/capstan/podu-1/{}", config.id)
+        );
         assert_eq!(
             config.log.path(),
             Path::new("/var/log/pods/shop_web_u-1/app/3.log")
@@ -403,6 +429,9 @@ mod tests {
         assert!(config.security.run_as_non_root);
         assert_eq!(config.security.add_capabilities, vec!["NET_ADMIN"]);
         assert_eq!(config.mounts[0].destination, "/etc/hosts");
-        assert_eq!(config.namespaces.network.as_deref(), Some(Path::new("/run/netns/cst-pod-u-1")));
+        assert_eq!(
+            config.namespaces.network.as_deref(),
+            Some(Path::new("/run/netns/cst-pod-u-1"))
+        );
     }
 }

@@ -25,8 +25,8 @@ pub type VolumePaths = HashMap<String, PathBuf>;
 pub fn prepare(pod: &Pod, dir: &Path) -> Result<VolumePaths, String> {
     let mut paths = VolumePaths::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = prepare_one(volume, dir)
-            .map_err(|why| format!("volume \"{}\": {why}", volume.name))?;
+        let path =
+            prepare_one(volume, dir).map_err(|why| format!("volume \"{}\": {why}", volume.name))?;
         paths.insert(volume.name.clone(), path);
     }
     Ok(paths)
@@ -63,7 +63,10 @@ fn prepare_one(volume: &Volume, dir: &Path) -> Result<PathBuf, String> {
         (volume.config_map.is_some(), "configMap"),
         (volume.secret.is_some(), "secret"),
         (volume.projected.is_some(), "projected"),
-        (volume.persistent_volume_claim.is_some(), "persistentVolumeClaim"),
+        (
+            volume.persistent_volume_claim.is_some(),
+            "persistentVolumeClaim",
+        ),
         (volume.downward_api.is_some(), "downwardAPI"),
     ]
     .into_iter()
@@ -84,7 +87,12 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 fn check_host_path(path: &Path, kind: &str) -> Result<(), String> {
     let meta = fs::metadata(path);
     let is = |test: fn(&fs::Metadata) -> bool| meta.as_ref().is_ok_and(test);
-    let fail = |what: &str| Err(format!("hostPath type check failed: {} is not {what}", path.display()));
+    let fail = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {} is not {what}",
+            path.display()
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" if !path.exists() => create_dir(path, 0o755),
@@ -121,16 +129,21 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// The mounts `container` asks for, from the pod's prepared volumes.
-pub fn container_mounts(container: &Container, volumes: &VolumePaths) -> Result<Vec<Mount>, String> {
+pub fn container_mounts(
+    container: &Container,
+    volumes: &VolumePaths,
+) -> Result<Vec<Mount>, String> {
     let mut mounts = Vec::new();
     for wanted in container.volume_mounts.iter().flatten() {
-        let base = volumes.get(&wanted.name).ok_or_else(|| {
-            format!("volumeMount \"{}\" names no volume of the pod", wanted.name)
-        })?;
+        let base = volumes
+            .get(&wanted.name)
+            .ok_or_else(|| format!("volumeMount \"{}\" names no volume of the pod", wanted.name))?;
         let source = match wanted.sub_path.as_deref().filter(|p| !p.is_empty()) {
             Some(sub) => {
                 if Path::new(sub).is_absolute() || sub.split('/').any(|part| part == "..") {
-                    return Err(format!("subPath {sub:?} must be a relative path within the volume"));
+                    return Err(format!(
+                        "subPath {sub:?} must be a relative path within the volume"
+                    ));
                 }
                 let path = base.join(sub);
                 if !path.exists() {
@@ -211,7 +224,10 @@ mod tests {
         }))
         .unwrap();
         let err = prepare(&pod, dir.path()).unwrap_err();
-        assert!(err.starts_with("volume \"cfg\": configMap volumes are not supported"), "{err}");
+        assert!(
+            err.starts_with("volume \"cfg\": configMap volumes are not supported"),
+            "{err}"
+        );
 
         let missing: Pod = serde_json::from_value(json!({
             "metadata": { "name": "p" },

@@ -41,6 +41,8 @@ use crate::{
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 /// Retry delay after a failure that has no back-off of its own.
 const RETRY: Duration = Duration::from_secs(5);
+/// How long ErrImagePull shows before ImagePullBackOff.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
 
 /// A container's task ended (or waiting on it failed).
 #[derive(Debug)]
@@ -86,15 +88,28 @@ impl Worker {
         let (exit_tx, exits) = mpsc::unbounded_channel();
         let spec = pod.spec.clone().unwrap_or_default();
         let slots = |containers: &[Container], init: bool| -> Vec<Slot> {
-            let reason = if init { "PodInitializing" } else { "ContainerCreating" };
+            let reason = if init {
+                "PodInitializing"
+            } else {
+                "ContainerCreating"
+            };
             containers
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
                     // The first init container is being created, the rest
                     // wait their turn, as the kubelet shows them.
-                    let reason = if init && i == 0 { "ContainerCreating" } else { reason };
-                    Slot::new(&c.name, c.image.as_deref().unwrap_or_default(), init, reason)
+                    let reason = if init && i == 0 {
+                        "ContainerCreating"
+                    } else {
+                        reason
+                    };
+                    Slot::new(
+                        &c.name,
+                        c.image.as_deref().unwrap_or_default(),
+                        init,
+                        reason,
+                    )
                 })
                 .collect()
         };
@@ -191,20 +206,10 @@ impl Worker {
                     self.write_status().await;
                 }
             }
-            let sleep = self.wake.map(|at| {
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            });
-            tokio::select! {
-                changed = self.updates.changed() => {
-                    if changed.is_err() {
-                        // The manager is gone: the agent is stopping. Leave
-                        // everything running for the next agent to adopt.
-                        return;
-                    }
-                }
-                Some(exit) = self.exits.recv() => self.record_exit(exit).await,
-                () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {}
+            if !self.wait_for_work().await {
+                // The manager is gone: the agent is stopping. Leave
+                // everything running for the next agent to adopt.
+                return;
             }
             while let Ok(exit) = self.exits.try_recv() {
                 self.record_exit(exit).await;
@@ -258,6 +263,51 @@ impl Worker {
             }
         }
         tracing::info!(pod = self.name(), "adopted the pod's containers");
+    }
+
+    /// Waits for a reason to sync: the pod's spec or deletion changed, a
+    /// container exited, or a back-off ended. Our own status writes coming
+    /// back are taken in without a sync. False when the manager is gone.
+    async fn wait_for_work(&mut self) -> bool {
+        loop {
+            let sleep = self.wake.map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
+            tokio::select! {
+                changed = self.updates.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    if self.desire_changed() {
+                        return true;
+                    }
+                    let latest = self.updates.borrow_and_update().clone();
+                    if let Some(pod) = latest {
+                        self.pod = pod;
+                    }
+                }
+                Some(exit) = self.exits.recv() => {
+                    self.record_exit(exit).await;
+                    return true;
+                }
+                () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Whether the latest pod differs from the one being run in what the
+    /// worker acts on: its spec, or its deletion.
+    fn desire_changed(&self) -> bool {
+        match &*self.updates.borrow() {
+            None => true,
+            Some(latest) => {
+                latest.spec != self.pod.spec
+                    || latest.metadata.deletion_timestamp != self.pod.metadata.deletion_timestamp
+            }
+        }
     }
 
     fn slot_mut(&mut self, kind: Kind, index: usize) -> &mut Slot {
@@ -447,9 +497,10 @@ impl Worker {
             Err(ImageError { reason, message }) => {
                 let slot = self.slot_mut(kind, index);
                 slot.state = State::waiting(reason, Some(message));
-                let until = slot.retry.record_exit(now, Duration::ZERO);
-                let until = until.max(now + Duration::from_secs(1));
-                self.wake_at(until);
+                let until = slot.retry.record_failure(now);
+                // The pull's own error shows for a moment, then the
+                // back-off (as the kubelet's next sync shows it).
+                self.wake_at(until.min(now + PULL_ERROR_SHOWN));
                 return;
             }
         };
@@ -481,7 +532,11 @@ impl Worker {
                 return;
             }
         };
-        let started = self.rt.containerd.start_container(&config, &ready.image).await;
+        let started = self
+            .rt
+            .containerd
+            .start_container(&config, &ready.image)
+            .await;
         let policy = self.restart_policy();
         let slot = self.slot_mut(kind, index);
         slot.image_id = ready.image_id;
@@ -544,8 +599,7 @@ impl Worker {
         let now = SystemTime::now();
         let slot = self.slot_mut(kind, index);
         slot.state = State::waiting(reason, Some(message));
-        let until = slot.retry.record_exit(now, Duration::ZERO);
-        let until = until.max(now + Duration::from_secs(1));
+        let until = slot.retry.record_failure(now);
         self.wake_at(until);
     }
 
@@ -621,10 +675,9 @@ impl Worker {
                         self.watch_exit(exit.container_id);
                         return;
                     }
-                    Ok(crate::runtime::TaskState::Stopped { code, exited_at }) => ExitStatus {
-                        code,
-                        exited_at,
-                    },
+                    Ok(crate::runtime::TaskState::Stopped { code, exited_at }) => {
+                        ExitStatus { code, exited_at }
+                    }
                     Ok(_) => ExitStatus {
                         code: 255,
                         exited_at: SystemTime::now(),

@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use super::{
     Containerd, RuntimeError, SNAPSHOTTER,
     containerd::Lease,
-    oci_layout::{ResolvedImage, OciArchive},
+    oci_layout::{OciArchive, ResolvedImage},
 };
 
 /// Content is streamed to containerd in pieces of this size.
@@ -270,7 +270,11 @@ impl Containerd {
 
     /// Applies each layer on top of the previous one, skipping layers whose
     /// snapshot exists already (shared with another image).
-    pub(crate) async fn unpack(&self, lease: &Lease, image: &ResolvedImage) -> Result<(), RuntimeError> {
+    pub(crate) async fn unpack(
+        &self,
+        lease: &Lease,
+        image: &ResolvedImage,
+    ) -> Result<(), RuntimeError> {
         let mut parent = String::new();
         for (layer, diff_id) in image
             .manifest

@@ -164,7 +164,9 @@ impl OciArchive {
 pub(crate) fn is_index(media_type: &MediaType) -> bool {
     match media_type {
         MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == "application/vnd.docker.distribution.manifest.list.v2+json",
+        MediaType::Other(other) => {
+            other == "application/vnd.docker.distribution.manifest.list.v2+json"
+        }
         _ => false,
     }
 }

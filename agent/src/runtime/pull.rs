@@ -92,13 +92,14 @@ impl Containerd {
             .await
             .map_err(registry)?;
         let mut fetched = HashMap::from([(top.digest.clone(), top.body.clone())]);
-        let top_descriptor = descriptor(&top.media_type, &top.digest, top.body.len()).map_err(store)?;
+        let top_descriptor =
+            descriptor(&top.media_type, &top.digest, top.body.len()).map_err(store)?;
         let mut indexes = Vec::new();
         let mut manifest = top.clone();
         let mut target = top_descriptor.clone();
         if is_index(target.media_type()) {
-            let index: ImageIndex = parse(&top.digest, &top.body)
-                .map_err(|err| store(RuntimeError::Layout(err)))?;
+            let index: ImageIndex =
+                parse(&top.digest, &top.body).map_err(|err| store(RuntimeError::Layout(err)))?;
             let chosen = host_manifest(&index).map_err(|err| store(RuntimeError::Layout(err)))?;
             manifest = client
                 .manifest(image, chosen.digest().as_ref(), auth)
@@ -115,8 +116,8 @@ impl Containerd {
             .blob(image, &config_digest, auth, MAX_CONFIG)
             .await
             .map_err(registry)?;
-        let config: ImageConfiguration = parse(&config_digest, &config_bytes)
-            .map_err(|err| store(RuntimeError::Layout(err)))?;
+        let config: ImageConfiguration =
+            parse(&config_digest, &config_bytes).map_err(|err| store(RuntimeError::Layout(err)))?;
         fetched.insert(config_digest, config_bytes);
 
         let resolved = ResolvedImage {

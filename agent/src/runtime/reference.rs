@@ -114,15 +114,27 @@ mod tests {
     #[test]
     fn references_normalise_as_docker_does() {
         assert_eq!(normal("busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(normal("library/busybox:1.36"), "docker.io/library/busybox:1.36");
-        assert_eq!(normal("capstan.invalid/testapp:v1"), "capstan.invalid/testapp:v1");
-        assert_eq!(normal("127.0.0.1:5000/team/app"), "127.0.0.1:5000/team/app:latest");
+        assert_eq!(
+            normal("library/busybox:1.36"),
+            "docker.io/library/busybox:1.36"
+        );
+        assert_eq!(
+            normal("capstan.invalid/testapp:v1"),
+            "capstan.invalid/testapp:v1"
+        );
+        assert_eq!(
+            normal("127.0.0.1:5000/team/app"),
+            "127.0.0.1:5000/team/app:latest"
+        );
         assert_eq!(normal("localhost/app:v2"), "localhost/app:v2");
         let digest = format!("sha256:{}", "a".repeat(64));
         let pinned = Reference::parse(&format!("127.0.0.1:5000/app@{digest}")).unwrap();
         assert_eq!(pinned.tag, None);
         assert_eq!(pinned.manifest_reference(), digest);
-        assert_eq!(pinned.with_digest(&digest), format!("127.0.0.1:5000/app@{digest}"));
+        assert_eq!(
+            pinned.with_digest(&digest),
+            format!("127.0.0.1:5000/app@{digest}")
+        );
         for bad in ["", "has space", "app:", "Upper/case", "app@sha256:short"] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }

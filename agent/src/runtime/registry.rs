@@ -97,7 +97,9 @@ impl RegistryClient {
         let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
         let loopback = host == "localhost"
             || host == "[::1]"
-            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
         let scheme = if loopback || self.insecure.iter().any(|r| r == registry) {
             "http"
         } else {
@@ -195,7 +197,9 @@ impl RegistryClient {
                     .headers()
                     .get(header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| RegistryError::Http(format!("{url}: redirect without a location")))?;
+                    .ok_or_else(|| {
+                        RegistryError::Http(format!("{url}: redirect without a location"))
+                    })?;
                 url = absolute(&url, location);
                 // Storage backends take the signed URL, not our token.
                 authorization = None;
@@ -214,7 +218,10 @@ impl RegistryClient {
                 if challenge.to_ascii_lowercase().starts_with("bearer")
                     && let Some(token) = &authorization
                 {
-                    self.tokens.lock().await.insert(scope_key.clone(), token.clone());
+                    self.tokens
+                        .lock()
+                        .await
+                        .insert(scope_key.clone(), token.clone());
                 }
                 continue;
             }
@@ -341,7 +348,10 @@ fn registry_message(status: StatusCode, body: &[u8]) -> String {
                 .iter()
                 .map(|e| {
                     let code = e.get("code").and_then(|c| c.as_str()).unwrap_or_default();
-                    let message = e.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+                    let message = e
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or_default();
                     format!("{code}: {message}")
                 })
                 .collect()
@@ -422,12 +432,16 @@ mod tests {
         assert_eq!(params["service"], "registry.example");
         assert_eq!(params["scope"], "repository:app:pull");
 
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(
             registry_message(StatusCode::NOT_FOUND, body),
             "MANIFEST_UNKNOWN: manifest unknown"
         );
-        assert_eq!(registry_message(StatusCode::BAD_GATEWAY, b"<html>"), "502 Bad Gateway");
+        assert_eq!(
+            registry_message(StatusCode::BAD_GATEWAY, b"<html>"),
+            "502 Bad Gateway"
+        );
         assert_eq!(
             absolute("http://127.0.0.1:5000/v2/app/blobs/x", "/storage/x?sig=1"),
             "http://127.0.0.1:5000/storage/x?sig=1"

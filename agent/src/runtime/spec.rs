@@ -418,7 +418,6 @@ fn environment(image: &[String], container: &[(String, String)]) -> Vec<String> 
     env
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::{collections::HashMap, path::PathBuf};
@@ -506,7 +505,8 @@ mod tests {
 
     #[test]
     fn the_spec_is_a_valid_oci_runtime_spec() {
-        let image = image(json!({ "Entrypoint": ["/testapp"], "Cmd": ["serve"], "WorkingDir": "/srv" }));
+        let image =
+            image(json!({ "Entrypoint": ["/testapp"], "Cmd": ["serve"], "WorkingDir": "/srv" }));
         let mut config = container();
         config.resources = Resources {
             cpu_shares: Some(512),
@@ -547,7 +547,10 @@ mod tests {
             json!({ "type": "network", "path": "/run/netns/pod" })
         );
         assert_eq!(spec["linux"]["namespaces"][1], json!({ "type": "ipc" }));
-        assert_eq!(spec["mounts"][6]["options"], json!(["rbind", "rprivate", "ro"]));
+        assert_eq!(
+            spec["mounts"][6]["options"],
+            json!(["rbind", "rprivate", "ro"])
+        );
         assert_eq!(parsed.hostname().as_deref(), Some("web-0"));
     }
 
@@ -597,7 +600,10 @@ mod tests {
             })
         };
         assert_eq!(caps(&[], &[]).len(), DEFAULT_CAPABILITIES.len());
-        assert_eq!(caps(&["NET_BIND_SERVICE"], &["ALL"]), strings(&["CAP_NET_BIND_SERVICE"]));
+        assert_eq!(
+            caps(&["NET_BIND_SERVICE"], &["ALL"]),
+            strings(&["CAP_NET_BIND_SERVICE"])
+        );
         let with_admin = caps(&["NET_ADMIN"], &["KILL"]);
         assert!(with_admin.contains(&"CAP_NET_ADMIN".to_owned()));
         assert!(!with_admin.contains(&"CAP_KILL".to_owned()));

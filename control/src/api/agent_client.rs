@@ -24,7 +24,10 @@ pub enum AgentError {
     #[error("control's client certificate: {0}")]
     Identity(String),
     #[error("connecting to the agent at {address}: {message}")]
-    Connect { address: SocketAddr, message: String },
+    Connect {
+        address: SocketAddr,
+        message: String,
+    },
 }
 
 /// control's identity toward agents.

@@ -116,7 +116,9 @@ pub(super) async fn pod_log(ctx: &Context, pod: Pod, query: &Query) -> Result<Re
         .unwrap_or_default();
     Err(match status {
         StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(text),
-        _ => ApiError::unavailable(format!("node {node_name}'s agent answered {status}: {text}")),
+        _ => ApiError::unavailable(format!(
+            "node {node_name}'s agent answered {status}: {text}"
+        )),
     })
 }
 
