@@ -111,6 +111,11 @@ impl TestAgent {
         self.spawn(host)
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the agent printed, for failure messages.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -38,9 +38,13 @@ pub fn testapp() -> anyhow::Result<PathBuf> {
 }
 
 /// The capstan-agent binary of this build (`cargo xtask test` builds it
-/// before the tests run).
+/// before the tests run); $CAPSTAN_AGENT names another (benchmarks run the
+/// release one).
 pub fn agent() -> anyhow::Result<PathBuf> {
-    let path = workspace().join("target/debug/capstan-agent");
+    let path = std::env::var_os("CAPSTAN_AGENT").map_or_else(
+        || workspace().join("target/debug/capstan-agent"),
+        PathBuf::from,
+    );
     ensure!(
         path.exists(),
         "{} is missing: run `cargo build -p capstan-agent` (cargo xtask test does)",

@@ -46,30 +46,41 @@ impl TestCluster {
     where
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
     {
+        if let Err(err) = Self::try_run(net, async |cluster: &mut TestCluster| {
+            test(cluster).await.map_err(|err| {
+                anyhow::anyhow!(
+                    "{err:#}\n---- agent output ----\n{}",
+                    cluster.agent_output()
+                )
+            })
+        }) {
+            panic!("{err:#}");
+        }
+    }
+
+    /// As [`Self::run`], returning what `work` returns.
+    pub fn try_run<F, T>(net: TestNet, work: F) -> anyhow::Result<T>
+    where
+        F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let netns = net.host(1).netns().path();
-        let runtime = net.host(1).netns().runtime().expect("a runtime in host 1");
-        let driver = std::thread::spawn(move || {
-            let entered = std::fs::File::open(&netns)
-                .map_err(anyhow::Error::from)
-                .and_then(|f| {
-                    Ok(nix::sched::setns(
-                        std::os::fd::AsFd::as_fd(&f),
-                        nix::sched::CloneFlags::CLONE_NEWNET,
-                    )?)
-                });
-            entered.expect("entering host 1");
+        let runtime = net.host(1).netns().runtime()?;
+        let driver = std::thread::spawn(move || -> anyhow::Result<T> {
+            let file = std::fs::File::open(&netns)?;
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&file),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .context("entering host 1")?;
             runtime.block_on(async {
-                let mut cluster = Self::start(net).await.expect("starting the cluster");
-                if let Err(err) = test(&mut cluster).await {
-                    panic!(
-                        "{err:#}\n---- agent output ----\n{}",
-                        cluster.agent_output()
-                    );
-                }
-            });
+                let mut cluster = Self::start(net).await.context("starting the cluster")?;
+                work(&mut cluster).await
+            })
         });
-        if let Err(panic) = driver.join() {
-            std::panic::resume_unwind(panic);
+        match driver.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 
@@ -126,6 +137,11 @@ impl TestCluster {
     }
 
     /// The agents' output, for failure messages.
+    /// The agents' process ids.
+    pub fn agent_pids(&self) -> Vec<Option<u32>> {
+        self.agents.iter().map(TestAgent::pid).collect()
+    }
+
     pub fn agent_output(&self) -> String {
         self.agents
             .iter()

@@ -7,13 +7,18 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{cmd, paths, setup};
+use crate::{cmd, ebpf, image, paths, setup};
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("benchmarks start their peers (etcd, ...) in cgroups and namespaces: run as root");
     }
     setup::run()?;
+    // The agent embeds the eBPF object; pod-start runs the test images.
+    ebpf::build()?;
+    if name == "pod-start" {
+        image::build()?;
+    }
     let mut build = cmd::cargo(None);
     build.current_dir(paths::workspace()).args([
         "build",
@@ -26,8 +31,17 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         "capstan-control",
         "--bin",
         "capstan-control",
+        "-p",
+        "capstan-agent",
+        "--bin",
+        "capstan-agent",
     ]);
     cmd::run(&mut build).context("building the benchmarks")?;
-    let runner = paths::workspace().join("target/release/capstan-bench");
-    cmd::run(Command::new(runner).arg(name)).with_context(|| format!("benchmark {name}"))
+    let release = paths::workspace().join("target/release");
+    cmd::run(
+        Command::new(release.join("capstan-bench"))
+            .arg(name)
+            .env("CAPSTAN_AGENT", release.join("capstan-agent")),
+    )
+    .with_context(|| format!("benchmark {name}"))
 }

@@ -59,7 +59,21 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             true => bail!("a second setup installed something: setup is not idempotent"),
         })
         && step("build-ebpf", &mut || ebpf::build().map(|()| String::new()))
-        && step("image", &mut || image::build().map(|_| String::new()));
+        && step("image", &mut || image::build().map(|_| String::new()))
+        && step("binaries", &mut || {
+            // End-to-end tests run the agent binary and `xtask push`; build
+            // them from this tree so no test runs a stale one.
+            let mut build = cmd::cargo(None);
+            build.current_dir(paths::workspace()).args([
+                "build",
+                "-p",
+                "capstan-agent",
+                "-p",
+                "xtask",
+                "--bins",
+            ]);
+            cmd::run(&mut build).map(|()| String::new())
+        });
     if prepared {
         if !args.no_lint {
             step("fmt", &mut || {

@@ -1,6 +1,7 @@
 //! `cargo xtask up`: a single-node cluster on this host. Builds, then runs
-//! control and an agent (which starts its own containerd) until Ctrl-C or
-//! until one of them exits, and stops both by their PIDs.
+//! control, and an agent registered with it as this host's node (using the
+//! host's containerd if one is running, else starting its own), until
+//! Ctrl-C or until one of them exits, and stops both by their PIDs.
 
 use std::{
     process::{Child, Command},
@@ -46,22 +47,11 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let bin = paths::workspace().join("target").join(profile);
     let interrupted = ctrl_c()?;
 
-    let mut children: Vec<(&str, Child)> = Vec::new();
-    for (name, dir) in [("capstan-control", "control"), ("capstan-agent", "agent")] {
-        match Command::new(bin.join(name))
-            .arg("--data-dir")
-            .arg(args.data_dir.join(dir))
-            .spawn()
-        {
-            Ok(child) => {
-                println!("up: started {name} (pid {})", child.id());
-                children.push((name, child));
-            }
-            Err(err) => {
-                stop_all(&mut children);
-                return Err(err).with_context(|| format!("starting {name}"));
-            }
-        }
+    let mut children: Vec<(&'static str, Child)> = Vec::new();
+    let started = start_cluster(&bin, &args.data_dir, &mut children);
+    if let Err(err) = started {
+        stop_all(&mut children);
+        return Err(err);
     }
     println!("up: running; Ctrl-C stops the cluster");
 
@@ -88,6 +78,63 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         Some(why) => bail!("{why}; stopped the cluster"),
         None => Ok(()),
     }
+}
+
+/// The API port control listens on, as its default --listen says.
+const API_PORT: u16 = 6443;
+/// The socket of a containerd the host already runs.
+const HOST_CONTAINERD: &str = "/run/containerd/containerd.sock";
+
+/// Starts control, waits for it to serve, then starts the agent with this
+/// host's node token.
+fn start_cluster(
+    bin: &std::path::Path,
+    data_dir: &std::path::Path,
+    children: &mut Vec<(&'static str, Child)>,
+) -> anyhow::Result<()> {
+    let control_dir = data_dir.join("control");
+    let control = Command::new(bin.join("capstan-control"))
+        .arg("--data-dir")
+        .arg(&control_dir)
+        .spawn()
+        .context("starting capstan-control")?;
+    println!("up: started capstan-control (pid {})", control.id());
+    children.push(("capstan-control", control));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", API_PORT)).is_err() {
+        if Instant::now() > deadline {
+            bail!("capstan-control did not listen on port {API_PORT} within 30 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let node = cmd::stdout(&mut Command::new("hostname"))?
+        .trim()
+        .to_lowercase();
+    let token = cmd::stdout(
+        Command::new(bin.join("capstan-control"))
+            .arg("--data-dir")
+            .arg(&control_dir)
+            .args(["node-token", &node]),
+    )?;
+    let mut agent = Command::new(bin.join("capstan-agent"));
+    agent
+        .arg("--data-dir")
+        .arg(data_dir.join("agent"))
+        .arg(format!("--server=https://127.0.0.1:{API_PORT}"))
+        .arg(format!("--token={}", token.trim()))
+        .arg("--ca-file")
+        .arg(control_dir.join("pki/ca.crt"))
+        .arg(format!("--node-name={node}"));
+    if std::os::unix::net::UnixStream::connect(HOST_CONTAINERD).is_ok() {
+        agent.arg(format!("--containerd-socket={HOST_CONTAINERD}"));
+    }
+    let agent = agent.spawn().context("starting capstan-agent")?;
+    println!(
+        "up: started capstan-agent (pid {}) as node {node}",
+        agent.id()
+    );
+    children.push(("capstan-agent", agent));
+    Ok(())
 }
 
 /// SIGTERM to each, SIGKILL to any still running after 10 s.

@@ -3,6 +3,7 @@
 //! <name>`; each ends with one line `bench <name>: key=value ...`.
 
 pub mod api;
+pub mod pod_start;
 pub mod store;
 
 use std::time::Duration;

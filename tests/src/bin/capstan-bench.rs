@@ -7,6 +7,9 @@ async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("store") => capstan_tests::bench::store::run().await,
         Some("api") => capstan_tests::bench::api::run().await,
-        other => bail!("unknown benchmark {other:?}; known: store, api"),
+        Some("pod-start") => {
+            tokio::task::spawn_blocking(capstan_tests::bench::pod_start::run).await?
+        }
+        other => bail!("unknown benchmark {other:?}; known: store, api, pod-start"),
     }
 }
