@@ -9,7 +9,6 @@ mod files;
 mod images;
 pub mod labels;
 mod manager;
-mod quantity;
 mod state;
 mod translate;
 mod volumes;

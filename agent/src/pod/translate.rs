@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use capstan_quantity as quantity;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements};
 
 use super::{
     labels::{ContainerIdentity, container_labels},
-    quantity,
     volumes::{VolumePaths, container_mounts},
 };
 use crate::{

@@ -14,8 +14,8 @@ use std::{
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use super::quantity;
 use crate::runtime::{Mount, MountSource};
+use capstan_quantity as quantity;
 
 /// Host paths of a pod's volumes, by volume name.
 pub type VolumePaths = HashMap<String, PathBuf>;

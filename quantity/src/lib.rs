@@ -1,5 +1,5 @@
 //! Kubernetes resource quantities ("500m", "1.5", "64Mi", "1G", "2e9")
-//! read as the numbers cgroups take: millicores and bytes.
+//! read as the numbers cgroups and the scheduler take: millicores and bytes.
 
 /// Millicores in `quantity`, rounded up as the kubelet does.
 pub fn millicores(quantity: &str) -> Option<i64> {
