@@ -246,8 +246,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let key = key.to_owned();
-        self.read(move |reader| reader.get(key)).await
+        // A point read touches a few cached pages: handing it to a blocking
+        // thread costs more than it does (two context switches per get,
+        // and every write through the API starts with one).
+        self.reader.get(key.to_owned()).map_err(|err| match err {
+            ReadError::Store(err) => err,
+            ReadError::Storage(err) => self.file.error(err),
+        })
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListPage, StoreError> {
