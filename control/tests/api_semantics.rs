@@ -5,107 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
-use std::sync::Arc;
+mod common;
 
-use axum::{Router, body::Body, http::Request};
-use capstan_control::{
-    api::{self, ApiState, Credentials},
-    bootstrap,
-    store::{
-        Revision, Store,
-        embedded::{EmbeddedConfig, EmbeddedStore},
-    },
-};
+use axum::{body::Body, http::Request};
+use capstan_control::store::Revision;
+use common::Api;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-struct Api {
-    app: Router,
-    token: String,
-    store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-}
-
-impl Api {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("store"), EmbeddedConfig::default()).unwrap(),
-        );
-        let (credentials, token) = Credentials::load_or_create(dir.path()).unwrap();
-        let app = api::app(ApiState::new(Arc::clone(&store), credentials));
-        bootstrap::ensure_defaults(&app, &token, 6443)
-            .await
-            .unwrap();
-        Self {
-            app,
-            token,
-            store,
-            _dir: dir,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        content_type: &str,
-    ) -> (u16, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Content-Type", content_type)
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-            .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let code = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, None, "application/json").await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(body), "application/json")
-            .await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("PUT", path, Some(body), "application/json").await
-    }
-
-    async fn merge(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("PATCH", path, Some(body), "application/merge-patch+json")
-            .await
-    }
-
-    async fn delete(&self, path: &str, options: Option<Value>) -> (u16, Value) {
-        self.call("DELETE", path, options, "application/json").await
-    }
-
-    /// The raw lines of a watch that times out at once.
-    async fn watch_lines(&self, path: &str) -> Vec<Value> {
-        let request = Request::get(path)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .body(Body::empty())
-            .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect()
-    }
-}
 
 fn pod(name: &str, node: Option<&str>) -> Value {
     let mut spec =
@@ -469,4 +375,24 @@ async fn nodes_get_distinct_pod_cidrs_kept_until_they_are_deleted() {
         n3["spec"]["podCIDR"], "10.244.0.0/24",
         "n1's subnet is free again"
     );
+}
+
+#[tokio::test]
+async fn nodes_past_the_cluster_network_are_created_without_a_pod_cidr() {
+    let api = Api::new().await;
+    for n in 0..256 {
+        let node =
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": format!("n{n}") } });
+        let (code, created) = api.post("/api/v1/nodes", node).await;
+        assert_eq!(code, 201, "{created}");
+        assert!(created["spec"]["podCIDR"].is_string());
+    }
+    let (code, extra) = api
+        .post(
+            "/api/v1/nodes",
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "extra" } }),
+        )
+        .await;
+    assert_eq!(code, 201, "{extra}");
+    assert!(extra["spec"]["podCIDR"].is_null(), "{extra}");
 }

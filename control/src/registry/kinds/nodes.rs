@@ -55,17 +55,16 @@ fn set_pod_cidr(node: &mut Node, cidr: String) {
     spec.pod_cidr = Some(cidr);
 }
 
-/// The lowest free node subnet, taken for `owner`.
-async fn allocate(ctx: &Context, owner: &str) -> Result<String, ApiError> {
+/// The lowest free node subnet, taken for `owner`; None when all are
+/// taken.
+async fn allocate(ctx: &Context, owner: &str) -> Result<Option<String>, ApiError> {
     for index in 0..NODE_SUBNETS {
         let index = index as u8;
         if take(ctx, &subnet_key(index), owner).await? {
-            return Ok(subnet(index));
+            return Ok(Some(subnet(index)));
         }
     }
-    Err(ApiError::unavailable(
-        "the cluster network 10.244.0.0/16 has no free /24 for another node",
-    ))
+    Ok(None)
 }
 
 #[derive(Debug, Clone)]
@@ -220,10 +219,16 @@ impl Kind for Nodes {
                     ));
                 }
             }
-            None => {
-                let cidr = allocate(ctx, &owner).await?;
-                set_pod_cidr(node, cidr);
-            }
+            None => match allocate(ctx, &owner).await? {
+                Some(cidr) => set_pod_cidr(node, cidr),
+                // As Kubernetes' node IPAM does, the node is still
+                // created, without a podCIDR: it can hold no pods of its
+                // own network, but it exists and its agent says why.
+                None => tracing::warn!(
+                    node = owner,
+                    "CIDRNotAvailable: the cluster network 10.244.0.0/16 has no free /24 for another node"
+                ),
+            },
         }
         Ok(())
     }
