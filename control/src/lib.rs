@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod informer;
 pub mod labels;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod service;
 pub mod store;

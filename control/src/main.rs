@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
-use capstan_control::service::{self, ControlConfig};
+use capstan_control::{
+    scheduler::SchedulerConfig,
+    service::{self, ControlConfig},
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -26,6 +29,13 @@ struct Args {
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379).
     #[arg(long, value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    /// kube-scheduler's KubeSchedulerConfiguration (profiles and their
+    /// NodeResourcesFit scoring strategy, percentageOfNodesToScore).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    /// Run without the built-in scheduler (another one places pods).
+    #[arg(long, conflicts_with = "scheduler_config")]
+    disable_scheduler: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,12 +90,18 @@ async fn run() -> anyhow::Result<()> {
         println!("{}", credentials.node_token(name));
         return Ok(());
     }
+    let scheduler = match (&args.scheduler_config, args.disable_scheduler) {
+        (_, true) => None,
+        (Some(path), false) => Some(SchedulerConfig::load(path)?),
+        (None, false) => Some(SchedulerConfig::default()),
+    };
     let running = service::start(ControlConfig {
         data_dir: args.data_dir,
         listen: args.listen,
         insecure_listen: args.insecure_listen,
         tls_san: args.tls_san,
         etcd_servers: args.etcd_servers,
+        scheduler,
     })
     .await?;
     let kubeconfig = running.kubeconfig.display().to_string();

@@ -16,6 +16,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     api::{self, ApiState, Credentials, Listeners},
     bootstrap, pki,
+    scheduler::{self, SchedulerConfig},
     store::{
         Store, StoreError,
         embedded::{EmbeddedConfig, EmbeddedStore},
@@ -35,6 +36,9 @@ pub struct ControlConfig {
     pub tls_san: Vec<String>,
     /// Keep state in etcd at these client URLs instead of the embedded store.
     pub etcd_servers: Vec<String>,
+    /// Run the built-in scheduler with this configuration; None leaves
+    /// unbound pods to another scheduler.
+    pub scheduler: Option<SchedulerConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +218,9 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
         Some(agents),
     ));
     bootstrap::ensure_defaults(&app, &admin_token, address.port()).await?;
+    let scheduler = config
+        .scheduler
+        .map(|c| scheduler::spawn(Arc::clone(&store), app.clone(), &admin_token, c));
 
     let host = if address.ip().is_unspecified() {
         "127.0.0.1".to_owned()
@@ -238,7 +245,11 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
             let _ = stopped.await;
         })
         .await;
-        // The store closes when its last handle goes: serving is over.
+        // The store closes when its last handle goes: serving is over,
+        // and the scheduler's tasks, which hold it too, are stopped.
+        if let Some(mut scheduler) = scheduler {
+            scheduler.shutdown().await;
+        }
         drop(store);
         served.map_err(io("serving the API"))
     });

@@ -34,7 +34,7 @@ use axum::{
 pub use self::{
     agent_client::{AgentClient, AgentError},
     auth::{Credentials, User, admin_token_path},
-    resource::{ApiRequest, ResourceApi, Typed},
+    resource::{ApiRequest, ResourceApi, Typed, now},
     server::{Listeners, serve},
     status::{ApiError, Subject},
 };

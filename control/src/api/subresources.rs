@@ -130,7 +130,22 @@ impl<K: Kind> Typed<K> {
                 "pod is being deleted, cannot be assigned to a host",
             ));
         }
+        if let Some(uid) = binding["metadata"]["uid"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+        {
+            let actual = old.metadata().uid.as_deref().unwrap_or_default();
+            if uid != actual {
+                return Err(ApiError::conflict(
+                    self.subject(name),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
         value["spec"]["nodeName"] = json!(node);
+        mark_scheduled(&mut value);
         let object: K::Object =
             serde_json::from_value(value).map_err(|err| ApiError::internal("binding", &err))?;
         self.store_update(ctx, object, &old, current, Change::Binding)
@@ -139,5 +154,30 @@ impl<K: Kind> Typed<K> {
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
+    }
+}
+
+/// Sets the PodScheduled condition True, as a binding does in Kubernetes;
+/// its transition time moves only when its status changes.
+fn mark_scheduled(pod: &mut Value) {
+    let scheduled = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": super::now(),
+    });
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    match conditions.iter_mut().find(|c| c["type"] == "PodScheduled") {
+        Some(existing) if existing["status"] == "True" => {}
+        Some(existing) => *existing = scheduled,
+        None => conditions.push(scheduled),
     }
 }
