@@ -10,7 +10,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use capstan_control::service::{self, ControlConfig, RunningControl};
+use capstan_control::{
+    scheduler::SchedulerConfig,
+    service::{self, ControlConfig, RunningControl},
+};
 
 use crate::Instance;
 
@@ -144,6 +147,7 @@ async fn start_at(
         insecure_listen: None,
         tls_san: tls_san.to_vec(),
         etcd_servers: Vec::new(),
+        scheduler: Some(SchedulerConfig::default()),
     })
     .await?)
 }

@@ -1,6 +1,6 @@
 //! Pods on the real agent: control and an agent on a test host, the
-//! host's own containerd, real kubectl. Pods name their node (the
-//! scheduler comes later).
+//! host's own containerd, real kubectl. Pods name their node, as a
+//! kubelet-only cluster would (tests/tests/scheduling.rs places them).
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 

@@ -13,8 +13,6 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -23,79 +21,20 @@ use anyhow::{Context, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
-    Api, Client, Config,
+    Api,
     api::{ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 
-use super::{millis, percentile};
+use super::{
+    control_process::{ControlProcess, rss_mb},
+    millis, percentile,
+};
 
 const PODS: usize = 10_000;
 const CLIENTS: usize = 16;
 const LISTS: usize = 20;
 const WATCHERS: usize = 100;
 const WATCHED: usize = 200;
-
-/// The control process; killed (by its PID) on drop.
-struct Control {
-    child: Child,
-    data: tempfile::TempDir,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn control_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/capstan-control")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start_control() -> anyhow::Result<(Control, Client)> {
-    let binary = control_binary();
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: cargo xtask bench builds it",
-        binary.display()
-    );
-    let data = tempfile::tempdir_in("/var/tmp")?;
-    let port = free_port()?;
-    let child = Command::new(&binary)
-        .arg("--data-dir")
-        .arg(data.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting capstan-control")?;
-    let control = Control { child, data };
-    let kubeconfig = control.data.path().join("admin.kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if kubeconfig.exists()
-            && let Ok(config) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(config) =
-                Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await
-            && let Ok(client) = Client::try_from(config)
-            && client.apiserver_version().await.is_ok()
-        {
-            return Ok((control, client));
-        }
-        if Instant::now() > deadline {
-            bail!("control did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn pod(name: String) -> Pod {
     Pod {
@@ -127,20 +66,12 @@ fn pod(name: String) -> Pod {
     }
 }
 
-/// Resident memory of `pid` in MiB.
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no VmRSS")?
-        .parse()?;
-    Ok(kb / 1024.0)
-}
-
 pub async fn run() -> anyhow::Result<()> {
-    let (control, client) = start_control().await?;
+    let data = tempfile::tempdir_in("/var/tmp")?;
+    // The API alone: with no nodes, a scheduler would mark every pod
+    // unschedulable, tripling the writes.
+    let control = ControlProcess::start(data.path(), &["--disable-scheduler"]).await?;
+    let client = control.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     let started = Instant::now();
@@ -186,7 +117,7 @@ pub async fn run() -> anyhow::Result<()> {
         millis(list_p50),
         millis(list_p99)
     );
-    let rss = rss_mb(control.child.id())?;
+    let rss = rss_mb(control.pid())?;
     println!("control RSS with {PODS} pods: {rss:.1} MiB");
 
     let from = pods

@@ -3,7 +3,9 @@
 //! <name>`; each ends with one line `bench <name>: key=value ...`.
 
 pub mod api;
+mod control_process;
 pub mod pod_start;
+pub mod scheduler;
 pub mod store;
 
 use std::time::Duration;
