@@ -4,6 +4,8 @@
 //! Ctrl-C or until one of them exits, and stops both by their PIDs.
 
 use std::{
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
     process::{Child, Command},
     thread,
     time::{Duration, Instant},
@@ -116,12 +118,26 @@ fn start_cluster(
             .arg(&control_dir)
             .args(["node-token", &node]),
     )?;
+    // In a file readable by root only: on the command line it would show
+    // in every process listing.
+    let agent_dir = data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir)?;
+    let token_file = agent_dir.join("node-token");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&token_file)
+        .and_then(|mut file| file.write_all(token.trim().as_bytes()))
+        .with_context(|| format!("writing {}", token_file.display()))?;
     let mut agent = Command::new(bin.join("capstan-agent"));
     agent
         .arg("--data-dir")
-        .arg(data_dir.join("agent"))
+        .arg(&agent_dir)
         .arg(format!("--server=https://127.0.0.1:{API_PORT}"))
-        .arg(format!("--token={}", token.trim()))
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--ca-file")
         .arg(control_dir.join("pki/ca.crt"))
         .arg(format!("--node-name={node}"));
