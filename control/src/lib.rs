@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod controllers;
 pub mod informer;
 pub mod labels;
+pub mod local_api;
 pub mod pki;
 pub mod registry;
 pub mod scheduler;

@@ -10,83 +10,22 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use axum::{
-    Router,
-    body::Body,
-    http::{Method, Request},
-};
+use axum::{Router, http::Method};
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
-use tower::ServiceExt;
 
 use super::pod_info::PodInfo;
-use crate::api::now;
+pub use crate::local_api::LocalApiError as WriteError;
+use crate::{api::now, local_api::LocalApi};
 
 /// Who the scheduler's events say they come from.
 const COMPONENT: &str = "default-scheduler";
 /// Events waiting to be written.
 const EVENT_QUEUE: usize = 1000;
 
-/// An API answer other than success.
-#[derive(Debug, thiserror::Error)]
-#[error("HTTP {code}: {message}")]
-pub struct WriteError {
-    pub code: u16,
-    pub message: String,
-}
-
-/// The router and the token requests carry.
-#[derive(Debug, Clone)]
-struct RouterClient {
-    app: Router,
-    token: Arc<str>,
-}
-
-impl RouterClient {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: &str,
-        body: &Value,
-    ) -> Result<(), WriteError> {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Content-Type", content_type)
-            .body(Body::from(body.to_string()))
-            .map_err(|err| WriteError {
-                code: 0,
-                message: err.to_string(),
-            })?;
-        let response = self
-            .app
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(|err| WriteError {
-                code: 0,
-                message: err.to_string(),
-            })?;
-        let code = response.status().as_u16();
-        if response.status().is_success() {
-            return Ok(());
-        }
-        let body = axum::body::to_bytes(response.into_body(), 64 << 10)
-            .await
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|status| status["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        Err(WriteError { code, message })
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ApiWriter {
-    client: RouterClient,
+    client: LocalApi,
     events: mpsc::Sender<Value>,
     dropped_events: Arc<AtomicU64>,
 }
@@ -95,10 +34,7 @@ impl ApiWriter {
     /// A writer acting with `token`; events are written by a task in
     /// `tasks` until the writer and its clones are dropped.
     pub fn new(tasks: &mut JoinSet<()>, app: Router, token: &str) -> Self {
-        let client = RouterClient {
-            app,
-            token: Arc::from(token),
-        };
+        let client = LocalApi::new(app, token);
         let (events, mut pending) = mpsc::channel::<Value>(EVENT_QUEUE);
         let sender = client.clone();
         tasks.spawn(async move {
@@ -135,6 +71,7 @@ impl ApiWriter {
         self.client
             .send(Method::POST, &path, "application/json", &binding)
             .await
+            .map(drop)
     }
 
     /// Sets PodScheduled=False (reason Unschedulable) with `message`.
@@ -161,6 +98,7 @@ impl ApiWriter {
                 &patch,
             )
             .await
+            .map(drop)
     }
 
     /// Queues an event about `pod`; dropped if the queue is full.

@@ -1,0 +1,86 @@
+//! A client of the API router in-process, for the scheduler and the
+//! controllers: requests go through the same routes, authorisation,
+//! defaulting and validation as a remote client's, without a socket.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request},
+};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// An API answer other than success.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {code}: {message}")]
+pub struct LocalApiError {
+    pub code: u16,
+    pub message: String,
+}
+
+/// The router and the token requests carry.
+#[derive(Debug, Clone)]
+pub struct LocalApi {
+    app: Router,
+    token: Arc<str>,
+}
+
+impl LocalApi {
+    pub fn new(app: Router, token: &str) -> Self {
+        Self {
+            app,
+            token: Arc::from(token),
+        }
+    }
+
+    /// Sends `body` (none for GET and DELETE without options) and returns
+    /// the decoded answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Value, LocalApiError> {
+        let failed = |err: &dyn std::fmt::Display| LocalApiError {
+            code: 0,
+            message: err.to_string(),
+        };
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", content_type)
+            .body(body)
+            .map_err(|err| failed(&err))?;
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|err| failed(&err))?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .map_err(|err| failed(&err))?;
+        let value = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        Err(LocalApiError {
+            code: status.as_u16(),
+            message,
+        })
+    }
+}
