@@ -15,7 +15,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::{
     api::{self, ApiState, Credentials, Listeners},
-    bootstrap, pki,
+    bootstrap, controllers, pki,
     scheduler::{self, SchedulerConfig},
     store::{
         Store, StoreError,
@@ -221,6 +221,7 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
     let scheduler = config
         .scheduler
         .map(|c| scheduler::spawn(Arc::clone(&store), app.clone(), &admin_token, c));
+    let mut controllers = controllers::spawn(Arc::clone(&store), app.clone(), &admin_token);
 
     let host = if address.ip().is_unspecified() {
         "127.0.0.1".to_owned()
@@ -246,10 +247,12 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
         })
         .await;
         // The store closes when its last handle goes: serving is over,
-        // and the scheduler's tasks, which hold it too, are stopped.
+        // and the scheduler's and controllers' tasks, which hold it too,
+        // are stopped.
         if let Some(mut scheduler) = scheduler {
             scheduler.shutdown().await;
         }
+        controllers.shutdown().await;
         drop(store);
         served.map_err(io("serving the API"))
     });

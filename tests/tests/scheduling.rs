@@ -68,28 +68,65 @@ fn the_scheduler_places_pods_by_room_selector_taint_and_owner_on_real_agents() {
             .collect();
         let (h1, h2, h3) = (&hosts[0], &hosts[1], &hosts[2]);
 
-        // Replicas of one owner go to three different nodes.
-        for i in 0..3 {
-            let manifest = pod(&format!("web-{i}"), 100, "").replace(
-                &format!("  name: web-{i}\n"),
-                &format!(
-                    "  name: web-{i}\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: ReplicaSet, name: web-1, uid: 6a1b7c2e-0000-4000-8000-000000000001, controller: true}}\n"
-                ),
-            );
-            cluster.apply(&manifest).await?;
-            placed(cluster, &format!("web-{i}")).await?;
-        }
-        let mut spread = Vec::new();
-        for i in 0..3 {
-            spread.push(placed(cluster, &format!("web-{i}")).await?);
-        }
+        // A ReplicaSet's three replicas go to three different nodes.
+        cluster
+            .apply(&format!(
+                r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        command: ["sleep", "3600"]
+        resources:
+          requests:
+            cpu: 100m
+"#
+            ))
+            .await?;
+        let pods = cluster.pods("default");
+        let mut spread = cluster
+            .eventually(WAIT, "three web replicas running", || async {
+                let listed = pods
+                    .list(&kube::api::ListParams::default().labels("app=web"))
+                    .await
+                    .ok()?;
+                let nodes: Vec<String> = listed
+                    .items
+                    .iter()
+                    .filter(|p| running(p))
+                    .filter_map(node_of)
+                    .collect();
+                (nodes.len() == 3).then_some(nodes)
+            })
+            .await?;
         spread.sort();
         anyhow::ensure!(
             spread == hosts,
             "replicas of one owner spread over every node: {spread:?}"
         );
         cluster
-            .kubectl(&["delete", "pod", "web-0", "web-1", "web-2"])
+            .kubectl(&["scale", "replicaset", "web", "--replicas=0"])
+            .await?;
+        cluster
+            .eventually(WAIT, "web replicas gone", || async {
+                let listed = pods
+                    .list(&kube::api::ListParams::default().labels("app=web"))
+                    .await
+                    .ok()?;
+                listed.items.is_empty().then_some(())
+            })
             .await?;
 
         // Fill h1 and h2 so that a pod asking for 1 cpu fits only on h3.

@@ -1,0 +1,711 @@
+//! The ReplicaSet controller: keeps `replicas` active pods matching each
+//! ReplicaSet's selector. It adopts matching orphans, releases pods that
+//! stop matching, creates missing pods from the template (in batches of 1,
+//! 2, 4, ... as Kubernetes' slow start does), deletes the surplus the way
+//! Kubernetes ranks it (unscheduled, then pending, not ready, ready the
+//! shortest, most restarted, newest first), and reports the counts in
+//! status. Writes it has made but not yet seen through its informers are
+//! *expected*, so a second pass never creates or deletes twice.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::http::Method;
+use k8s_openapi::{
+    api::{apps::v1::ReplicaSet, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    jiff::Timestamp,
+};
+use serde_json::{Value, json};
+use tokio::{sync::mpsc, task::JoinSet};
+
+use super::work_queue::WorkQueue;
+use crate::{
+    informer::InformerEvent,
+    labels::Selector,
+    local_api::{LocalApi, LocalApiError},
+};
+
+/// Unmet expectations are given up after this (a lost event).
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
+/// At most this many pods are created or deleted in one pass.
+const BURST: usize = 500;
+
+/// Creations and deletions made but not yet observed.
+#[derive(Debug, Clone, Copy)]
+struct Expectation {
+    adds: i64,
+    deletes: i64,
+    set_at: Instant,
+}
+
+pub struct ReplicaSetController {
+    api: LocalApi,
+    sets: HashMap<String, Arc<ReplicaSet>>,
+    pods: HashMap<String, Arc<Pod>>,
+    queue: WorkQueue,
+    expectations: HashMap<String, Expectation>,
+    sets_listed: bool,
+    pods_listed: bool,
+}
+
+fn key_of(namespace: Option<&str>, name: Option<&str>) -> String {
+    format!(
+        "{}/{}",
+        namespace.unwrap_or_default(),
+        name.unwrap_or_default()
+    )
+}
+
+fn pod_key(pod: &Pod) -> String {
+    key_of(
+        pod.metadata.namespace.as_deref(),
+        pod.metadata.name.as_deref(),
+    )
+}
+
+fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Succeeded or Failed pods, and pods being deleted, are not replicas.
+fn is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+/// When the pod became Ready, if it is.
+fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        })
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |all| all.iter().map(|c| c.restart_count).sum())
+}
+
+/// Kubernetes' order for deleting surplus replicas: the first goes first.
+fn deletion_rank(pod: &Pod) -> impl Ord {
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = match phase(pod) {
+        "Pending" => 0,
+        "Running" => 2,
+        _ => 1,
+    };
+    let ready = ready_since(pod);
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        assigned,
+        phase,
+        ready.is_some(),
+        std::cmp::Reverse(ready),
+        std::cmp::Reverse(restarts(pod)),
+        std::cmp::Reverse(created),
+    )
+}
+
+impl ReplicaSetController {
+    pub fn new(api: LocalApi) -> Self {
+        Self {
+            api,
+            sets: HashMap::new(),
+            pods: HashMap::new(),
+            queue: WorkQueue::default(),
+            expectations: HashMap::new(),
+            sets_listed: false,
+            pods_listed: false,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut sets: mpsc::Receiver<InformerEvent<ReplicaSet>>,
+        mut pods: mpsc::Receiver<InformerEvent<Pod>>,
+    ) {
+        loop {
+            while let Ok(event) = sets.try_recv() {
+                self.on_set(event);
+            }
+            while let Ok(event) = pods.try_recv() {
+                self.on_pod(event);
+            }
+            if self.sets_listed
+                && self.pods_listed
+                && let Some(key) = self.queue.pop()
+            {
+                match self.reconcile(&key).await {
+                    Ok(requeue) => {
+                        self.queue.forget(&key);
+                        if let Some(after) = requeue {
+                            self.queue.add_after(key, after);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::info!(replicaset = key, error = %err, "reconcile failed; retrying");
+                        self.queue.retry(key);
+                    }
+                }
+                continue;
+            }
+            let wake = self
+                .queue
+                .next_due()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                event = sets.recv() => match event {
+                    Some(event) => self.on_set(event),
+                    None => return,
+                },
+                event = pods.recv() => match event {
+                    Some(event) => self.on_pod(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn on_set(&mut self, event: InformerEvent<ReplicaSet>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.sets_listed = true;
+                self.sets = all
+                    .into_iter()
+                    .map(|rs| {
+                        (
+                            key_of(
+                                rs.metadata.namespace.as_deref(),
+                                rs.metadata.name.as_deref(),
+                            ),
+                            Arc::new(rs),
+                        )
+                    })
+                    .collect();
+                let keys: Vec<String> = self.sets.keys().cloned().collect();
+                for key in keys {
+                    self.queue.add(key);
+                }
+            }
+            InformerEvent::Applied(rs) => {
+                let key = key_of(
+                    rs.metadata.namespace.as_deref(),
+                    rs.metadata.name.as_deref(),
+                );
+                self.sets.insert(key.clone(), Arc::new(rs));
+                self.queue.add(key);
+            }
+            InformerEvent::Deleted(rs) => {
+                let key = key_of(
+                    rs.metadata.namespace.as_deref(),
+                    rs.metadata.name.as_deref(),
+                );
+                self.sets.remove(&key);
+                self.expectations.remove(&key);
+            }
+        }
+    }
+
+    fn on_pod(&mut self, event: InformerEvent<Pod>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.pods_listed = true;
+                self.pods = all
+                    .into_iter()
+                    .map(|p| (pod_key(&p), Arc::new(p)))
+                    .collect();
+                self.expectations.clear();
+                let keys: Vec<String> = self.sets.keys().cloned().collect();
+                for key in keys {
+                    self.queue.add(key);
+                }
+            }
+            InformerEvent::Applied(pod) => {
+                let pod = Arc::new(pod);
+                let old = self.pods.insert(pod_key(&pod), Arc::clone(&pod));
+                let newly_deleting = pod.metadata.deletion_timestamp.is_some()
+                    && old
+                        .as_ref()
+                        .is_none_or(|o| o.metadata.deletion_timestamp.is_none());
+                if let Some(owner) = self.owner_key(&pod) {
+                    if old.is_none() {
+                        self.observed(&owner, -1, 0);
+                    } else if newly_deleting {
+                        self.observed(&owner, 0, -1);
+                    }
+                }
+                self.enqueue_for(&pod);
+                if let Some(old) = old
+                    && (old.metadata.labels != pod.metadata.labels
+                        || controller_ref(&old).map(|o| &o.uid)
+                            != controller_ref(&pod).map(|o| &o.uid))
+                {
+                    self.enqueue_for(&old);
+                }
+            }
+            InformerEvent::Deleted(pod) => {
+                let old = self.pods.remove(&pod_key(&pod));
+                let already_counted = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+                if !already_counted && let Some(owner) = self.owner_key(&pod) {
+                    self.observed(&owner, 0, -1);
+                }
+                self.enqueue_for(&pod);
+            }
+        }
+    }
+
+    /// The key of the cached ReplicaSet that controls `pod`.
+    fn owner_key(&self, pod: &Pod) -> Option<String> {
+        let owner = controller_ref(pod).filter(|o| o.kind == "ReplicaSet")?;
+        let key = key_of(pod.metadata.namespace.as_deref(), Some(&owner.name));
+        let set = self.sets.get(&key)?;
+        (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
+    }
+
+    /// Queues the ReplicaSets a change to `pod` concerns: its controller,
+    /// or, for an orphan, every set in its namespace that selects it.
+    fn enqueue_for(&mut self, pod: &Pod) {
+        if let Some(owner) = controller_ref(pod) {
+            if owner.kind == "ReplicaSet" {
+                self.queue
+                    .add(key_of(pod.metadata.namespace.as_deref(), Some(&owner.name)));
+            }
+            return;
+        }
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let matching: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|(_, rs)| rs.metadata.namespace == pod.metadata.namespace)
+            .filter(|(_, rs)| {
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| Selector::from_label_selector(&s.selector).ok())
+                    .is_some_and(|s| !s.is_empty() && s.matches(&labels))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in matching {
+            self.queue.add(key);
+        }
+    }
+
+    fn observed(&mut self, key: &str, adds: i64, deletes: i64) {
+        if let Some(expectation) = self.expectations.get_mut(key) {
+            expectation.adds = (expectation.adds + adds).max(0);
+            expectation.deletes = (expectation.deletes + deletes).max(0);
+        }
+    }
+
+    fn expectations_met(&self, key: &str) -> bool {
+        self.expectations.get(key).is_none_or(|e| {
+            (e.adds <= 0 && e.deletes <= 0) || e.set_at.elapsed() > EXPECTATION_TIMEOUT
+        })
+    }
+
+    /// One pass over one ReplicaSet; Some(delay) asks to look again then.
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(rs) = self.sets.get(key).cloned() else {
+            self.expectations.remove(key);
+            return Ok(None);
+        };
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let spec = rs.spec.clone().unwrap_or_default();
+        let Ok(selector) = Selector::from_label_selector(&spec.selector) else {
+            return Ok(None);
+        };
+        let mut owned = Vec::new();
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .values()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .cloned()
+            .collect();
+        for pod in candidates {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let matches = !selector.is_empty() && selector.matches(&labels);
+            match controller_ref(&pod) {
+                Some(owner) if owner.uid == uid => {
+                    if matches {
+                        owned.push(pod);
+                    } else {
+                        self.set_owner(&pod, None).await?;
+                    }
+                }
+                Some(_) => {}
+                None if matches && is_active(&pod) => {
+                    self.set_owner(&pod, Some(&rs)).await?;
+                    owned.push(pod);
+                }
+                None => {}
+            }
+        }
+        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| is_active(p)).collect();
+        if self.expectations_met(key) {
+            let want = i64::from(spec.replicas.unwrap_or(1));
+            let diff = active.len() as i64 - want;
+            if diff < 0 {
+                self.create_pods(key, &rs, (-diff) as usize).await?;
+            } else if diff > 0 {
+                self.delete_pods(key, &active, diff as usize).await?;
+            }
+        }
+        self.write_status(&rs, &active).await
+    }
+
+    /// Adopts `pod` for `owner`, or releases it (None).
+    async fn set_owner(&self, pod: &Pod, owner: Option<&ReplicaSet>) -> Result<(), LocalApiError> {
+        let mut references: Vec<OwnerReference> = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.controller != Some(true))
+            .cloned()
+            .collect();
+        if let Some(owner) = owner {
+            references.push(owner_reference(owner));
+        }
+        let patch = json!({ "metadata": { "ownerReferences": references } });
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        match self
+            .api
+            .send(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.code == 404 => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn create_pods(
+        &mut self,
+        key: &str,
+        rs: &ReplicaSet,
+        count: usize,
+    ) -> Result<(), LocalApiError> {
+        let count = count.min(BURST);
+        let body = pod_from_template(rs);
+        let path = format!(
+            "/api/v1/namespaces/{}/pods",
+            rs.metadata.namespace.as_deref().unwrap_or_default()
+        );
+        self.expectations.insert(
+            key.to_owned(),
+            Expectation {
+                adds: count as i64,
+                deletes: 0,
+                set_at: Instant::now(),
+            },
+        );
+        let mut created = 0;
+        let mut batch = 1;
+        while created < count {
+            let size = batch.min(count - created);
+            let mut calls = JoinSet::new();
+            for _ in 0..size {
+                let (api, path, body) = (self.api.clone(), path.clone(), body.clone());
+                calls.spawn(async move {
+                    api.send(Method::POST, &path, "application/json", &body)
+                        .await
+                });
+            }
+            let mut failure = None;
+            while let Some(result) = calls.join_next().await {
+                match result {
+                    Ok(Ok(_)) => created += 1,
+                    Ok(Err(err)) => failure = Some(err),
+                    Err(err) => {
+                        failure = Some(LocalApiError {
+                            code: 0,
+                            message: err.to_string(),
+                        })
+                    }
+                }
+            }
+            if let Some(err) = failure {
+                // Creations that did not happen will not be observed.
+                let missing = (count - created) as i64;
+                self.observed(key, -missing, 0);
+                return Err(err);
+            }
+            batch *= 2;
+        }
+        Ok(())
+    }
+
+    async fn delete_pods(
+        &mut self,
+        key: &str,
+        active: &[Arc<Pod>],
+        count: usize,
+    ) -> Result<(), LocalApiError> {
+        let count = count.min(BURST);
+        let mut ranked: Vec<&Arc<Pod>> = active.iter().collect();
+        ranked.sort_by_key(|p| deletion_rank(p));
+        self.expectations.insert(
+            key.to_owned(),
+            Expectation {
+                adds: 0,
+                deletes: count as i64,
+                set_at: Instant::now(),
+            },
+        );
+        let mut calls = JoinSet::new();
+        for pod in ranked.into_iter().take(count) {
+            let api = self.api.clone();
+            let path = format!(
+                "/api/v1/namespaces/{}/pods/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            );
+            calls.spawn(async move {
+                api.send(Method::DELETE, &path, "application/json", &Value::Null)
+                    .await
+            });
+        }
+        let mut failure = None;
+        while let Some(result) = calls.join_next().await {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) if err.code == 404 => self.observed(key, 0, -1),
+                Ok(Err(err)) => {
+                    self.observed(key, 0, -1);
+                    failure = Some(err);
+                }
+                Err(err) => {
+                    failure = Some(LocalApiError {
+                        code: 0,
+                        message: err.to_string(),
+                    })
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Writes the counts when they changed; asks to come back when a
+    /// ready pod will have been ready for minReadySeconds.
+    async fn write_status(
+        &self,
+        rs: &ReplicaSet,
+        active: &[Arc<Pod>],
+    ) -> Result<Option<Duration>, LocalApiError> {
+        let spec = rs.spec.clone().unwrap_or_default();
+        let min_ready =
+            Duration::from_secs(u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0));
+        let template_labels = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let now = Timestamp::now();
+        let mut ready = 0;
+        let mut available = 0;
+        let mut recheck: Option<Duration> = None;
+        for pod in active {
+            if let Some(since) = ready_since(pod) {
+                ready += 1;
+                let ready_for = now.duration_since(since).unsigned_abs();
+                if ready_for >= min_ready {
+                    available += 1;
+                } else {
+                    let left = min_ready - ready_for;
+                    recheck = Some(recheck.map_or(left, |r| r.min(left)));
+                }
+            }
+        }
+        let fully_labeled = active
+            .iter()
+            .filter(|p| {
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                template_labels
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .count();
+        let status = rs.status.clone().unwrap_or_default();
+        let wanted = (
+            active.len() as i32,
+            fully_labeled as i32,
+            ready,
+            available,
+            rs.metadata.generation.unwrap_or(0),
+        );
+        let current = (
+            status.replicas,
+            status.fully_labeled_replicas.unwrap_or(0),
+            status.ready_replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+            status.observed_generation.unwrap_or(0),
+        );
+        if wanted != current {
+            let patch = json!({ "status": {
+                "replicas": wanted.0,
+                "fullyLabeledReplicas": wanted.1,
+                "readyReplicas": wanted.2,
+                "availableReplicas": wanted.3,
+                "observedGeneration": wanted.4,
+            } });
+            let path = format!(
+                "/apis/apps/v1/namespaces/{}/replicasets/{}/status",
+                rs.metadata.namespace.as_deref().unwrap_or_default(),
+                rs.metadata.name.as_deref().unwrap_or_default()
+            );
+            match self
+                .api
+                .send(Method::PATCH, &path, "application/merge-patch+json", &patch)
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if err.code == 404 => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(recheck.map(|left| left + Duration::from_millis(100)))
+    }
+}
+
+fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".to_owned(),
+        kind: "ReplicaSet".to_owned(),
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A new pod of `rs`: its template, named `<rs>-<random>`, owned by it.
+fn pod_from_template(rs: &ReplicaSet) -> Value {
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{}-", rs.metadata.name.as_deref().unwrap_or_default()),
+            "labels": meta.labels,
+            "annotations": meta.annotations,
+            "ownerReferences": [owner_reference(rs)],
+        },
+        "spec": template.spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn surplus_goes_unscheduled_then_pending_then_not_ready_then_newest() {
+        let unscheduled = pod(json!({ "metadata": { "name": "unscheduled" } }));
+        let pending = pod(
+            json!({ "metadata": { "name": "pending" }, "spec": { "nodeName": "n", "containers": [] }, "status": { "phase": "Pending" } }),
+        );
+        let running_not_ready = pod(
+            json!({ "metadata": { "name": "not-ready" }, "spec": { "nodeName": "n", "containers": [] }, "status": { "phase": "Running" } }),
+        );
+        let ready = |name: &str, since: &str, created: &str| {
+            pod(json!({
+                "metadata": { "name": name, "creationTimestamp": created },
+                "spec": { "nodeName": "n", "containers": [] },
+                "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": since }] },
+            }))
+        };
+        let ready_long = ready("ready-long", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let ready_short = ready(
+            "ready-short",
+            "2026-02-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+        );
+        let mut all = [
+            &ready_long,
+            &running_not_ready,
+            &ready_short,
+            &unscheduled,
+            &pending,
+        ];
+        all.sort_by_key(|p| deletion_rank(p));
+        let order: Vec<&str> = all
+            .iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "unscheduled",
+                "pending",
+                "not-ready",
+                "ready-short",
+                "ready-long"
+            ]
+        );
+    }
+
+    #[test]
+    fn new_pods_carry_the_template_and_a_controller_reference() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": { "name": "web", "namespace": "ns", "uid": "u-1" },
+            "spec": {
+                "replicas": 2,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "c", "image": "i" }] } },
+            },
+        }))
+        .unwrap();
+        let pod = pod_from_template(&rs);
+        assert_eq!(pod["metadata"]["generateName"], "web-");
+        assert_eq!(pod["metadata"]["labels"]["app"], "web");
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(pod["spec"]["containers"][0]["image"], "i");
+    }
+}
