@@ -206,3 +206,212 @@ async fn matching_orphans_are_adopted_and_pods_that_stop_matching_are_released()
         })
         .await;
 }
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const MISSING_IMAGE: &str = "capstan.invalid/missing:v1";
+
+/// Stands in for the agents: marks every pod Running and Ready unless it
+/// runs the missing image.
+fn fake_kubelet(api: &Api, tasks: &mut JoinSet<()>) {
+    let (app, token) = (api.app.clone(), api.token.clone());
+    tasks.spawn(async move {
+        let api = capstan_control::local_api::LocalApi::new(app, &token);
+        loop {
+            if let Ok(list) = api
+                .send(axum::http::Method::GET, PODS, "application/json", &Value::Null)
+                .await
+            {
+                for pod in list["items"].as_array().into_iter().flatten() {
+                    let ready = pod["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"));
+                    if ready || pod["spec"]["containers"][0]["image"] == MISSING_IMAGE {
+                        continue;
+                    }
+                    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                    let status = json!({ "status": { "phase": "Running", "conditions": [
+                        { "type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z" },
+                    ] } });
+                    let _ = api
+                        .send(
+                            axum::http::Method::PATCH,
+                            &format!("{PODS}/{name}/status"),
+                            "application/merge-patch+json",
+                            &status,
+                        )
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+}
+
+fn deployment(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web", "annotations": { "kubernetes.io/change-cause": "first" } },
+        "spec": {
+            "replicas": 6,
+            "progressDeadlineSeconds": 3,
+            "selector": { "matchLabels": { "app": "web" } },
+            "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 1 } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "c", "image": image }] },
+            },
+        },
+    })
+}
+
+fn condition<'a>(deployment: &'a Value, kind: &str) -> Option<&'a Value> {
+    deployment["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+impl Cluster {
+    async fn deployment_when(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.eventually(what, async || {
+            let (_, d) = self.api.get(&format!("{DEPLOYMENTS}/web")).await;
+            check(&d).then_some(d)
+        })
+        .await
+    }
+
+    /// The Deployment's sets by revision.
+    async fn sets_by_revision(&self) -> Vec<(i64, Value)> {
+        let (_, list) = self.api.get(SETS).await;
+        let mut sets: Vec<(i64, Value)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let revision = s["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap();
+                (revision, s.clone())
+            })
+            .collect();
+        sets.sort_by_key(|(r, _)| *r);
+        sets
+    }
+
+    async fn set_image(&self, image: &str) {
+        let patch = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "c", "image": image }] } } } });
+        let (code, body) = self.api.merge(&format!("{DEPLOYMENTS}/web"), patch).await;
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+fn rolled_out(d: &Value) -> bool {
+    d["status"]["observedGeneration"] == d["metadata"]["generation"]
+        && d["status"]["updatedReplicas"] == 6
+        && d["status"]["availableReplicas"] == 6
+        && d["status"]["replicas"] == 6
+}
+
+#[tokio::test]
+async fn a_deployment_rolls_within_its_bounds_rolls_back_and_reports_a_stalled_rollout() {
+    let mut cluster = Cluster::new().await;
+    fake_kubelet(&cluster.api, &mut cluster._controllers);
+    let (code, body) = cluster
+        .api
+        .post(DEPLOYMENTS, deployment("capstan.invalid/testapp:v1"))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let d = cluster.deployment_when("6 available", rolled_out).await;
+    assert_eq!(condition(&d, "Available").unwrap()["status"], "True");
+    assert_eq!(
+        condition(&d, "Progressing").unwrap()["reason"],
+        "NewReplicaSetAvailable"
+    );
+    let sets = cluster.sets_by_revision().await;
+    assert_eq!(sets.len(), 1);
+    let first = &sets[0].1;
+    let hash = first["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap();
+    assert_eq!(first["metadata"]["name"], format!("web-{hash}"));
+    assert_eq!(
+        first["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "first"
+    );
+    assert_eq!(sets[0].0, 1);
+
+    // Roll to v2, sampling that at least 5 pods stay ready and never more
+    // than 7 exist.
+    cluster.set_image("capstan.invalid/testapp:v2").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = cluster.web_pods().await;
+        let ready = pods
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"))
+            })
+            .count();
+        assert!(
+            pods.len() <= 7,
+            "{} pods exist during the rollout",
+            pods.len()
+        );
+        assert!(ready >= 5, "only {ready} pods ready during the rollout");
+        let (_, d) = cluster.api.get(&format!("{DEPLOYMENTS}/web")).await;
+        let all_v2 = pods.len() == 6
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "capstan.invalid/testapp:v2");
+        if rolled_out(&d) && all_v2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout to v2 did not finish: {}",
+            d["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sets = cluster.sets_by_revision().await;
+    assert_eq!(sets.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        sets[0].1["spec"]["replicas"], 0,
+        "the old set is scaled to zero"
+    );
+
+    // Back to v1: the first set comes back as revision 3.
+    cluster.set_image("capstan.invalid/testapp:v1").await;
+    cluster
+        .eventually("the old set back as revision 3", async || {
+            let sets = cluster.sets_by_revision().await;
+            let (revision, set) = sets.last()?;
+            (*revision == 3
+                && set["metadata"]["labels"]["pod-template-hash"] == hash
+                && set["status"]["availableReplicas"] == 6)
+                .then_some(())
+        })
+        .await;
+    cluster
+        .deployment_when("v1 rolled out again", rolled_out)
+        .await;
+
+    // An image that never becomes ready stalls the rollout; the old pods
+    // keep serving.
+    cluster.set_image(MISSING_IMAGE).await;
+    let d = cluster
+        .deployment_when("ProgressDeadlineExceeded", |d| {
+            condition(d, "Progressing").is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded")
+        })
+        .await;
+    assert_eq!(condition(&d, "Progressing").unwrap()["status"], "False");
+    assert!(
+        d["status"]["availableReplicas"].as_i64().unwrap() >= 5,
+        "{}",
+        d["status"]
+    );
+}

@@ -7,6 +7,9 @@ use anyhow::ensure;
 
 /// Name under which the testapp image is imported.
 pub const TESTAPP_IMAGE: &str = "capstan.invalid/testapp:v1";
+/// The testapp image imported under a second name, so a rollout has a
+/// version to go to.
+pub const TESTAPP_V2_IMAGE: &str = "capstan.invalid/testapp:v2";
 /// Name under which the busybox image is imported.
 pub const BUSYBOX_IMAGE: &str = "capstan.invalid/busybox:v1";
 /// busybox configured to run as user "ghost", whom its /etc/passwd lacks.

@@ -16,7 +16,7 @@ use kube::{
 use crate::{
     TestNet,
     agent::TestAgent,
-    artifacts::{self, BUSYBOX_IMAGE, GHOST_USER_IMAGE, TESTAPP_IMAGE},
+    artifacts::{self, BUSYBOX_IMAGE, GHOST_USER_IMAGE, TESTAPP_IMAGE, TESTAPP_V2_IMAGE},
     control::{TestControl, succeeded},
 };
 
@@ -271,6 +271,7 @@ async fn import_test_images(net: &TestNet, n: u8) -> anyhow::Result<()> {
     let containerd = Containerd::connect(&net.host(n).containerd_socket()?, NAMESPACE).await?;
     let images = [
         ("testapp", TESTAPP_IMAGE),
+        ("testapp", TESTAPP_V2_IMAGE),
         ("busybox", BUSYBOX_IMAGE),
         ("ghost-user", GHOST_USER_IMAGE),
     ];
