@@ -34,14 +34,26 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Events buffered between an informer and its consumer.
 const BUFFER: usize = 4096;
 
-/// Decodes a stored object and puts its resourceVersion back (the store
-/// keeps it as the key's modification revision, not in the JSON).
-pub fn decode<T>(kv: &KeyValue) -> Result<T, serde_json::Error>
+/// What an informer can hold: an object decoded from its stored JSON,
+/// whose resourceVersion can be put back (the store keeps it as the key's
+/// modification revision, not in the JSON).
+pub trait Informed: DeserializeOwned + Send + 'static {
+    fn set_resource_version(&mut self, version: String);
+}
+
+impl<T> Informed for T
 where
-    T: Metadata<Ty = ObjectMeta> + DeserializeOwned,
+    T: Metadata<Ty = ObjectMeta> + DeserializeOwned + Send + 'static,
 {
+    fn set_resource_version(&mut self, version: String) {
+        self.metadata_mut().resource_version = Some(version);
+    }
+}
+
+/// Decodes a stored object with its resourceVersion.
+pub fn decode<T: Informed>(kv: &KeyValue) -> Result<T, serde_json::Error> {
     let mut object: T = serde_json::from_slice(&kv.value)?;
-    object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
+    object.set_resource_version(kv.mod_revision.to_string());
     Ok(object)
 }
 
@@ -50,15 +62,16 @@ where
 pub fn spawn<T>(
     tasks: &mut JoinSet<()>,
     store: Arc<dyn Store>,
-    prefix: &'static str,
+    prefix: impl Into<String>,
 ) -> mpsc::Receiver<InformerEvent<T>>
 where
-    T: Metadata<Ty = ObjectMeta> + DeserializeOwned + Send + 'static,
+    T: Informed,
 {
     let (events, receiver) = mpsc::channel(BUFFER);
+    let prefix = prefix.into();
     tasks.spawn(async move {
         loop {
-            match inform(store.as_ref(), prefix, &events).await {
+            match inform(store.as_ref(), &prefix, &events).await {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::warn!(prefix, error = %err, "informer lists again");
@@ -79,7 +92,7 @@ async fn inform<T>(
     events: &mpsc::Sender<InformerEvent<T>>,
 ) -> Result<(), StoreError>
 where
-    T: Metadata<Ty = ObjectMeta> + DeserializeOwned + Send + 'static,
+    T: Informed,
 {
     let (objects, revision) = list(store, prefix).await?;
     if events.send(InformerEvent::Listed(objects)).await.is_err() {
@@ -90,7 +103,7 @@ where
         let event = match event? {
             Event::Put { kv, .. } => decoded(&kv).map(InformerEvent::Applied),
             Event::Delete { prev, revision } => decoded(&prev).map(|mut object: T| {
-                object.metadata_mut().resource_version = Some(revision.to_string());
+                object.set_resource_version(revision.to_string());
                 InformerEvent::Deleted(object)
             }),
         };
@@ -105,10 +118,10 @@ where
     )))
 }
 
-async fn list<T>(store: &dyn Store, prefix: &str) -> Result<(Vec<T>, Revision), StoreError>
-where
-    T: Metadata<Ty = ObjectMeta> + DeserializeOwned,
-{
+async fn list<T: Informed>(
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<(Vec<T>, Revision), StoreError> {
     let mut objects = Vec::new();
     let mut options = ListOptions {
         limit: PAGE,
@@ -126,10 +139,7 @@ where
 
 /// An object the API wrote always decodes; one that does not is skipped
 /// with a warning rather than stopping every consumer.
-fn decoded<T>(kv: &KeyValue) -> Option<T>
-where
-    T: Metadata<Ty = ObjectMeta> + DeserializeOwned,
-{
+fn decoded<T: Informed>(kv: &KeyValue) -> Option<T> {
     decode(kv)
         .inspect_err(|err| tracing::warn!(key = kv.key, error = %err, "undecodable object skipped"))
         .ok()

@@ -415,3 +415,73 @@ async fn a_deployment_rolls_within_its_bounds_rolls_back_and_reports_a_stalled_r
         d["status"]
     );
 }
+
+#[tokio::test]
+async fn deleting_an_owner_cascades_in_the_background_in_the_foreground_or_orphans() {
+    let cluster = Cluster::new().await;
+    let gone = async |path: &str| {
+        cluster
+            .eventually(&format!("{path} gone"), async || {
+                (cluster.api.get(path).await.0 == 404).then_some(())
+            })
+            .await;
+    };
+
+    // Background (kubectl's default): the Deployment goes at once, then
+    // its ReplicaSet and their pods.
+    cluster
+        .api
+        .post(DEPLOYMENTS, deployment("capstan.invalid/testapp:v1"))
+        .await;
+    cluster.pods_are(6).await;
+    let (code, _) = cluster
+        .api
+        .delete(&format!("{DEPLOYMENTS}/web"), None)
+        .await;
+    assert_eq!(code, 200);
+    cluster.pods_are(0).await;
+    cluster
+        .eventually("no ReplicaSets left", async || {
+            cluster.sets_by_revision().await.is_empty().then_some(())
+        })
+        .await;
+
+    // Orphan: the ReplicaSet goes, its pods stay, owned by nobody.
+    cluster.api.post(SETS, replica_set(2)).await;
+    cluster.pods_are(2).await;
+    let orphan =
+        json!({ "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Orphan" });
+    cluster
+        .api
+        .delete(&format!("{SETS}/web"), Some(orphan))
+        .await;
+    gone(&format!("{SETS}/web")).await;
+    let pods = cluster.pods_are(2).await;
+    for pod in &pods {
+        assert!(
+            pod["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{pod}"
+        );
+    }
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        cluster.api.delete(&format!("{PODS}/{name}"), None).await;
+    }
+    cluster.pods_are(0).await;
+
+    // Foreground: the ReplicaSet waits, deleting, until its pods are gone.
+    cluster.api.post(SETS, replica_set(2)).await;
+    cluster.pods_are(2).await;
+    let foreground =
+        json!({ "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground" });
+    let (code, deleting) = cluster
+        .api
+        .delete(&format!("{SETS}/web"), Some(foreground))
+        .await;
+    assert_eq!(code, 200, "{deleting}");
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    gone(&format!("{SETS}/web")).await;
+    cluster.pods_are(0).await;
+}

@@ -1,9 +1,10 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet and Deployment. Each keeps its own caches and work queue and
+//! each. Today: ReplicaSet, Deployment and the garbage collector. Each keeps its own caches and work queue and
 //! runs as one task, so a slow controller never holds another up.
 
 mod deployment;
+mod garbage_collector;
 mod replicaset;
 mod work_queue;
 
@@ -16,7 +17,9 @@ use k8s_openapi::api::{
 };
 use tokio::task::JoinSet;
 
-use crate::{informer, local_api::LocalApi, store::Store};
+use tokio::sync::mpsc;
+
+use crate::{api, informer, local_api::LocalApi, registry::ResourceInfo, store::Store};
 
 /// Starts every controller, writing as `token` through `app`. They run
 /// until the returned tasks are shut down (before the store can close:
@@ -31,7 +34,27 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
 
     let deployments =
         informer::spawn::<Deployment>(&mut tasks, Arc::clone(&store), "/registry/deployments/");
-    let sets = informer::spawn::<ReplicaSet>(&mut tasks, store, "/registry/replicasets/");
-    tasks.spawn(deployment::DeploymentController::new(api).run(deployments, sets));
+    let sets =
+        informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
+    tasks.spawn(deployment::DeploymentController::new(api.clone()).run(deployments, sets));
+
+    let kinds: Vec<&'static ResourceInfo> = api::resources().iter().map(|r| r.info()).collect();
+    let (events, merged) = mpsc::channel(1024);
+    for info in &kinds {
+        let mut heads = informer::spawn::<garbage_collector::ObjectHead>(
+            &mut tasks,
+            Arc::clone(&store),
+            format!("/registry/{}/", info.plural),
+        );
+        let (events, info) = (events.clone(), *info);
+        tasks.spawn(async move {
+            while let Some(event) = heads.recv().await {
+                if events.send((info, event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    tasks.spawn(garbage_collector::GarbageCollector::new(api, kinds).run(merged));
     tasks
 }

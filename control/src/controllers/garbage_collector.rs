@@ -1,0 +1,369 @@
+//! The garbage collector: follows ownerReferences across every served
+//! kind. A dependent whose owners are all gone is deleted (background
+//! propagation); one with some owners gone loses the dangling references.
+//! An owner being deleted with the `orphan` finalizer first has its
+//! dependents' references to it removed; one with `foregroundDeletion`
+//! first has its dependents deleted, and goes once none that blocks it
+//! (blockOwnerDeletion) is left. An owner missing from the caches is
+//! looked up before anything is deleted for it, since an informer may
+//! simply not have seen it yet.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::work_queue::WorkQueue;
+use crate::{
+    informer::{Informed, InformerEvent},
+    local_api::{LocalApi, LocalApiError},
+    registry::ResourceInfo,
+};
+
+const ORPHAN: &str = "orphan";
+const FOREGROUND: &str = "foregroundDeletion";
+
+/// Any object, as far as ownership goes: its metadata.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ObjectHead {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl Informed for ObjectHead {
+    fn set_resource_version(&mut self, version: String) {
+        self.metadata.resource_version = Some(version);
+    }
+}
+
+/// One informer's event, with the kind it watches.
+pub type KindEvent = (&'static ResourceInfo, InformerEvent<ObjectHead>);
+
+#[derive(Debug, Clone)]
+struct Item {
+    info: &'static ResourceInfo,
+    meta: ObjectMeta,
+}
+
+impl Item {
+    fn uid(&self) -> &str {
+        self.meta.uid.as_deref().unwrap_or_default()
+    }
+
+    fn owners(&self) -> &[OwnerReference] {
+        self.meta.owner_references.as_deref().unwrap_or_default()
+    }
+
+    fn has_finalizer(&self, name: &str) -> bool {
+        self.meta.deletion_timestamp.is_some()
+            && self.meta.finalizers.iter().flatten().any(|f| f == name)
+    }
+
+    fn path(&self) -> String {
+        object_path(
+            self.info,
+            self.meta.namespace.as_deref(),
+            self.meta.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+fn object_path(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    let base = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    match namespace.filter(|_| info.namespaced) {
+        Some(namespace) => format!("{base}/namespaces/{namespace}/{}/{name}", info.plural),
+        None => format!("{base}/{}/{name}", info.plural),
+    }
+}
+
+/// What became of an owner reference.
+enum Owner {
+    Present,
+    Gone,
+}
+
+pub struct GarbageCollector {
+    api: LocalApi,
+    kinds: Vec<&'static ResourceInfo>,
+    items: HashMap<String, Item>,
+    /// Owner uid to its dependents' uids.
+    dependents: HashMap<String, HashSet<String>>,
+    queue: WorkQueue,
+    listed: HashSet<&'static str>,
+}
+
+impl GarbageCollector {
+    pub fn new(api: LocalApi, kinds: Vec<&'static ResourceInfo>) -> Self {
+        Self {
+            api,
+            kinds,
+            items: HashMap::new(),
+            dependents: HashMap::new(),
+            queue: WorkQueue::default(),
+            listed: HashSet::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut events: mpsc::Receiver<KindEvent>) {
+        loop {
+            while let Ok(event) = events.try_recv() {
+                self.on_event(event);
+            }
+            if self.listed.len() == self.kinds.len()
+                && let Some(uid) = self.queue.pop()
+            {
+                match self.process(&uid).await {
+                    Ok(()) => self.queue.forget(&uid),
+                    Err(err) => {
+                        tracing::info!(uid, error = %err, "garbage collection failed; retrying");
+                        self.queue.retry(uid);
+                    }
+                }
+                continue;
+            }
+            let wake = self
+                .queue
+                .next_due()
+                .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(60));
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn on_event(&mut self, (info, event): KindEvent) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.listed.insert(info.plural);
+                let stale: Vec<String> = self
+                    .items
+                    .iter()
+                    .filter(|(_, item)| std::ptr::eq(item.info, info))
+                    .map(|(uid, _)| uid.clone())
+                    .collect();
+                for uid in stale {
+                    self.forget(&uid);
+                }
+                for object in all {
+                    self.upsert(info, object.metadata);
+                }
+            }
+            InformerEvent::Applied(object) => self.upsert(info, object.metadata),
+            InformerEvent::Deleted(object) => {
+                let uid = object.metadata.uid.clone().unwrap_or_default();
+                if let Some(item) = self.forget(&uid) {
+                    for owner in item.owners() {
+                        self.queue.add(owner.uid.clone());
+                    }
+                }
+                for dependent in self.dependents.get(&uid).into_iter().flatten() {
+                    self.queue.add(dependent.clone());
+                }
+            }
+        }
+    }
+
+    fn upsert(&mut self, info: &'static ResourceInfo, meta: ObjectMeta) {
+        let item = Item { info, meta };
+        let uid = item.uid().to_owned();
+        self.forget(&uid);
+        for owner in item.owners() {
+            self.dependents
+                .entry(owner.uid.clone())
+                .or_default()
+                .insert(uid.clone());
+        }
+        if !item.owners().is_empty() || item.has_finalizer(ORPHAN) || item.has_finalizer(FOREGROUND)
+        {
+            self.queue.add(uid.clone());
+        }
+        self.items.insert(uid, item);
+    }
+
+    fn forget(&mut self, uid: &str) -> Option<Item> {
+        let item = self.items.remove(uid)?;
+        for owner in item.owners() {
+            if let Some(set) = self.dependents.get_mut(&owner.uid) {
+                set.remove(uid);
+                if set.is_empty() {
+                    self.dependents.remove(&owner.uid);
+                }
+            }
+        }
+        Some(item)
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<Item> {
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.items.get(d).cloned())
+            .collect()
+    }
+
+    async fn process(&mut self, uid: &str) -> Result<(), LocalApiError> {
+        let Some(item) = self.items.get(uid).cloned() else {
+            return Ok(());
+        };
+        if item.has_finalizer(ORPHAN) {
+            for dependent in self.dependents_of(uid) {
+                let keep: Vec<&OwnerReference> =
+                    dependent.owners().iter().filter(|o| o.uid != uid).collect();
+                self.patch_owners(&dependent, &keep).await?;
+            }
+            return self.remove_finalizer(&item, ORPHAN).await;
+        }
+        if item.has_finalizer(FOREGROUND) {
+            let dependents = self.dependents_of(uid);
+            for dependent in dependents
+                .iter()
+                .filter(|d| d.meta.deletion_timestamp.is_none())
+            {
+                let policy = if self.dependents.contains_key(dependent.uid()) {
+                    "Foreground"
+                } else {
+                    "Background"
+                };
+                self.delete(dependent, policy).await?;
+            }
+            let blocked = dependents.iter().any(|d| {
+                d.owners()
+                    .iter()
+                    .any(|o| o.uid == uid && o.block_owner_deletion == Some(true))
+            });
+            if !blocked {
+                self.remove_finalizer(&item, FOREGROUND).await?;
+            }
+            return Ok(());
+        }
+        if item.owners().is_empty() || item.meta.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let mut gone = Vec::new();
+        for owner in item.owners() {
+            if let Owner::Gone = self.owner_state(&item, owner).await? {
+                gone.push(owner.uid.clone());
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        if gone.len() == item.owners().len() {
+            self.delete(&item, "Background").await
+        } else {
+            let keep: Vec<&OwnerReference> = item
+                .owners()
+                .iter()
+                .filter(|o| !gone.contains(&o.uid))
+                .collect();
+            self.patch_owners(&item, &keep).await
+        }
+    }
+
+    /// Whether `owner` of `item` still exists: from the caches, or, when
+    /// they do not know it, from the API.
+    async fn owner_state(
+        &self,
+        item: &Item,
+        owner: &OwnerReference,
+    ) -> Result<Owner, LocalApiError> {
+        if self.items.contains_key(&owner.uid) {
+            return Ok(Owner::Present);
+        }
+        let Some(info) = self
+            .kinds
+            .iter()
+            .find(|k| k.kind == owner.kind && k.api_version() == owner.api_version)
+        else {
+            // A kind capstan does not serve: nothing can say it is gone.
+            return Ok(Owner::Present);
+        };
+        let path = object_path(info, item.meta.namespace.as_deref(), &owner.name);
+        match self
+            .api
+            .send(Method::GET, &path, "application/json", &Value::Null)
+            .await
+        {
+            Ok(found) if found["metadata"]["uid"] == owner.uid.as_str() => Ok(Owner::Present),
+            Ok(_) => Ok(Owner::Gone),
+            Err(err) if err.code == 404 => Ok(Owner::Gone),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn delete(&self, item: &Item, policy: &str) -> Result<(), LocalApiError> {
+        let options = json!({
+            "apiVersion": "v1", "kind": "DeleteOptions",
+            "propagationPolicy": policy,
+            "preconditions": { "uid": item.uid() },
+        });
+        match self
+            .api
+            .send(Method::DELETE, &item.path(), "application/json", &options)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.code, 404 | 409) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn patch_owners(
+        &self,
+        item: &Item,
+        keep: &[&OwnerReference],
+    ) -> Result<(), LocalApiError> {
+        let patch = json!({ "metadata": { "ownerReferences": keep } });
+        match self
+            .api
+            .send(
+                Method::PATCH,
+                &item.path(),
+                "application/merge-patch+json",
+                &patch,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.code == 404 => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn remove_finalizer(&self, item: &Item, finalizer: &str) -> Result<(), LocalApiError> {
+        let remaining: Vec<&String> = item
+            .meta
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != finalizer)
+            .collect();
+        let patch = json!({ "metadata": { "finalizers": remaining } });
+        match self
+            .api
+            .send(
+                Method::PATCH,
+                &item.path(),
+                "application/merge-patch+json",
+                &patch,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.code == 404 => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
