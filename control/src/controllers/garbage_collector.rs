@@ -42,32 +42,46 @@ impl Informed for ObjectHead {
 /// One informer's event, with the kind it watches.
 pub type KindEvent = (&'static ResourceInfo, InformerEvent<ObjectHead>);
 
+/// An object in the graph: what ownership needs of it (kept small: the
+/// graph holds every object of the cluster).
 #[derive(Debug, Clone)]
 struct Item {
     info: &'static ResourceInfo,
-    meta: ObjectMeta,
+    namespace: Option<String>,
+    name: String,
+    uid: String,
+    owners: Vec<OwnerReference>,
+    finalizers: Vec<String>,
+    deleting: bool,
 }
 
 impl Item {
+    fn new(info: &'static ResourceInfo, meta: ObjectMeta) -> Self {
+        Self {
+            info,
+            namespace: meta.namespace,
+            name: meta.name.unwrap_or_default(),
+            uid: meta.uid.unwrap_or_default(),
+            owners: meta.owner_references.unwrap_or_default(),
+            finalizers: meta.finalizers.unwrap_or_default(),
+            deleting: meta.deletion_timestamp.is_some(),
+        }
+    }
+
     fn uid(&self) -> &str {
-        self.meta.uid.as_deref().unwrap_or_default()
+        &self.uid
     }
 
     fn owners(&self) -> &[OwnerReference] {
-        self.meta.owner_references.as_deref().unwrap_or_default()
+        &self.owners
     }
 
     fn has_finalizer(&self, name: &str) -> bool {
-        self.meta.deletion_timestamp.is_some()
-            && self.meta.finalizers.iter().flatten().any(|f| f == name)
+        self.deleting && self.finalizers.iter().any(|f| f == name)
     }
 
     fn path(&self) -> String {
-        object_path(
-            self.info,
-            self.meta.namespace.as_deref(),
-            self.meta.name.as_deref().unwrap_or_default(),
-        )
+        object_path(self.info, self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -175,7 +189,7 @@ impl GarbageCollector {
     }
 
     fn upsert(&mut self, info: &'static ResourceInfo, meta: ObjectMeta) {
-        let item = Item { info, meta };
+        let item = Item::new(info, meta);
         let uid = item.uid().to_owned();
         self.forget(&uid);
         for owner in item.owners() {
@@ -227,10 +241,7 @@ impl GarbageCollector {
         }
         if item.has_finalizer(FOREGROUND) {
             let dependents = self.dependents_of(uid);
-            for dependent in dependents
-                .iter()
-                .filter(|d| d.meta.deletion_timestamp.is_none())
-            {
+            for dependent in dependents.iter().filter(|d| !d.deleting) {
                 let policy = if self.dependents.contains_key(dependent.uid()) {
                     "Foreground"
                 } else {
@@ -248,7 +259,7 @@ impl GarbageCollector {
             }
             return Ok(());
         }
-        if item.owners().is_empty() || item.meta.deletion_timestamp.is_some() {
+        if item.owners().is_empty() || item.deleting {
             return Ok(());
         }
         let mut gone = Vec::new();
@@ -290,7 +301,7 @@ impl GarbageCollector {
             // A kind capstan does not serve: nothing can say it is gone.
             return Ok(Owner::Present);
         };
-        let path = object_path(info, item.meta.namespace.as_deref(), &owner.name);
+        let path = object_path(info, item.namespace.as_deref(), &owner.name);
         match self
             .api
             .send(Method::GET, &path, "application/json", &Value::Null)
@@ -343,13 +354,7 @@ impl GarbageCollector {
     }
 
     async fn remove_finalizer(&self, item: &Item, finalizer: &str) -> Result<(), LocalApiError> {
-        let remaining: Vec<&String> = item
-            .meta
-            .finalizers
-            .iter()
-            .flatten()
-            .filter(|f| *f != finalizer)
-            .collect();
+        let remaining: Vec<&String> = item.finalizers.iter().filter(|f| *f != finalizer).collect();
         let patch = json!({ "metadata": { "finalizers": remaining } });
         match self
             .api

@@ -11,10 +11,7 @@ mod work_queue;
 use std::sync::Arc;
 
 use axum::Router;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
-    core::v1::Pod,
-};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use tokio::task::JoinSet;
 
 use tokio::sync::mpsc;
@@ -28,7 +25,8 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
-    let pods = informer::spawn::<Pod>(&mut tasks, Arc::clone(&store), "/registry/pods/");
+    let pods =
+        informer::spawn::<replicaset::Pod>(&mut tasks, Arc::clone(&store), "/registry/pods/");
     let api = LocalApi::new(app, token);
     tasks.spawn(replicaset::ReplicaSetController::new(api.clone()).run(sets, pods));
 

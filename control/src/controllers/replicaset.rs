@@ -15,19 +15,63 @@ use std::{
 
 use axum::http::Method;
 use k8s_openapi::{
-    api::{apps::v1::ReplicaSet, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    api::{apps::v1::ReplicaSet, core::v1::PodCondition},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
     jiff::Timestamp,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
 use super::work_queue::WorkQueue;
 use crate::{
-    informer::InformerEvent,
+    informer::{Informed, InformerEvent},
     labels::Selector,
     local_api::{LocalApi, LocalApiError},
 };
+
+/// What the controller keeps of a pod: what ownership, counting and the
+/// order of deletion need, and no more (a cluster's pods are many).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Pod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<PodPlacement>,
+    #[serde(default)]
+    status: Option<PodState>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodPlacement {
+    #[serde(default)]
+    node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodState {
+    #[serde(default)]
+    phase: Option<String>,
+    #[serde(default)]
+    conditions: Option<Vec<PodCondition>>,
+    #[serde(default)]
+    container_statuses: Option<Vec<ContainerRestarts>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerRestarts {
+    #[serde(default)]
+    restart_count: i32,
+}
+
+impl Informed for Pod {
+    fn set_resource_version(&mut self, version: String) {
+        self.metadata.resource_version = Some(version);
+    }
+}
 
 /// Unmet expectations are given up after this (a lost event).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
