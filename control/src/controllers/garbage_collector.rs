@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::http::Method;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -26,17 +26,35 @@ use crate::{
 const ORPHAN: &str = "orphan";
 const FOREGROUND: &str = "foregroundDeletion";
 
-/// Any object, as far as ownership goes: its metadata.
+/// Any object, as far as ownership goes: the few fields of its metadata
+/// the graph needs (decoding no more keeps the collector cheap beside
+/// busy writers).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ObjectHead {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    metadata: Ownership,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Ownership {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    owner_references: Vec<OwnerReference>,
+    #[serde(default)]
+    finalizers: Vec<String>,
+    #[serde(default)]
+    deletion_timestamp: Option<String>,
 }
 
 impl Informed for ObjectHead {
-    fn set_resource_version(&mut self, version: String) {
-        self.metadata.resource_version = Some(version);
-    }
+    /// The graph never needs it.
+    fn set_resource_version(&mut self, _: String) {}
 }
 
 /// One informer's event, with the kind it watches.
@@ -56,14 +74,14 @@ struct Item {
 }
 
 impl Item {
-    fn new(info: &'static ResourceInfo, meta: ObjectMeta) -> Self {
+    fn new(info: &'static ResourceInfo, meta: Ownership) -> Self {
         Self {
             info,
             namespace: meta.namespace,
-            name: meta.name.unwrap_or_default(),
-            uid: meta.uid.unwrap_or_default(),
-            owners: meta.owner_references.unwrap_or_default(),
-            finalizers: meta.finalizers.unwrap_or_default(),
+            name: meta.name,
+            uid: meta.uid,
+            owners: meta.owner_references,
+            finalizers: meta.finalizers,
             deleting: meta.deletion_timestamp.is_some(),
         }
     }
@@ -175,7 +193,7 @@ impl GarbageCollector {
             }
             InformerEvent::Applied(object) => self.upsert(info, object.metadata),
             InformerEvent::Deleted(object) => {
-                let uid = object.metadata.uid.clone().unwrap_or_default();
+                let uid = object.metadata.uid.clone();
                 if let Some(item) = self.forget(&uid) {
                     for owner in item.owners() {
                         self.queue.add(owner.uid.clone());
@@ -188,7 +206,7 @@ impl GarbageCollector {
         }
     }
 
-    fn upsert(&mut self, info: &'static ResourceInfo, meta: ObjectMeta) {
+    fn upsert(&mut self, info: &'static ResourceInfo, meta: Ownership) {
         let item = Item::new(info, meta);
         let uid = item.uid().to_owned();
         self.forget(&uid);
