@@ -45,7 +45,7 @@ use crate::{
 };
 
 /// Bindings written at once; more wait, which slows taking new pods.
-const BINDINGS_IN_FLIGHT: usize = 1024;
+const BINDINGS_IN_FLIGHT: usize = 2048;
 /// Below this many nodes every node is considered.
 const MIN_FEASIBLE_NODES: usize = 100;
 /// Pods scheduled between yields to the runtime.
