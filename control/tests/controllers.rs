@@ -485,3 +485,165 @@ async fn deleting_an_owner_cascades_in_the_background_in_the_foreground_or_orpha
     gone(&format!("{SETS}/web")).await;
     cluster.pods_are(0).await;
 }
+
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+/// A pod of the web Service at `ip`, ready or not, declaring its port by
+/// name.
+async fn web_pod(api: &Api, name: &str, ip: &str, ready: bool) {
+    let pod = json!({ "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": "web" } },
+        "spec": { "containers": [{ "name": "c", "image": "capstan.invalid/testapp:v1",
+            "ports": [{ "name": "http", "containerPort": 8080 }] }] } });
+    api.post(PODS, pod).await;
+    set_ready(api, name, ip, ready).await;
+}
+
+async fn set_ready(api: &Api, name: &str, ip: &str, ready: bool) {
+    let status = json!({ "status": { "phase": "Running", "podIP": ip, "conditions": [
+        { "type": "Ready", "status": if ready { "True" } else { "False" } },
+    ] } });
+    let (code, body) = api.merge(&format!("{PODS}/{name}/status"), status).await;
+    assert_eq!(code, 200, "{body}");
+}
+
+impl Cluster {
+    /// (ready, not ready) addresses of the web Endpoints and of its slices.
+    async fn endpoints_are(&self, ready: &[&str], not_ready: &[&str]) {
+        let want = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        self.eventually(
+            &format!("endpoints {ready:?} / {not_ready:?}"),
+            async || {
+                let (_, e) = self
+                    .api
+                    .get("/api/v1/namespaces/default/endpoints/web")
+                    .await;
+                let ips = |field: &str| {
+                    let mut ips: Vec<String> = e["subsets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s[field].as_array().cloned().unwrap_or_default())
+                        .map(|a| a["ip"].as_str().unwrap_or_default().to_owned())
+                        .collect();
+                    ips.sort();
+                    ips
+                };
+                let (_, slices) = self
+                    .api
+                    .get(&format!(
+                        "{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dweb"
+                    ))
+                    .await;
+                let mut slice_ready = Vec::new();
+                let mut slice_not_ready = Vec::new();
+                for slice in slices["items"].as_array().into_iter().flatten() {
+                    if !slice["ports"]
+                        .as_array()
+                        .is_none_or(|p| p.iter().all(|p| p["port"] == 8080))
+                    {
+                        return None;
+                    }
+                    for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+                        let ip = endpoint["addresses"][0]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        if endpoint["conditions"]["ready"] == true {
+                            slice_ready.push(ip);
+                        } else {
+                            slice_not_ready.push(ip);
+                        }
+                    }
+                }
+            slice_ready.sort();
+                slice_not_ready.sort();
+                (ips("addresses") == want(ready)
+                    && ips("notReadyAddresses") == want(not_ready)
+                    && slice_ready == want(ready)
+                    && slice_not_ready == want(not_ready))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn endpoints_and_slices_follow_pod_readiness_and_churn() {
+    let cluster = Cluster::new().await;
+    let service = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] } });
+    assert_eq!(cluster.api.post(SERVICES, service).await.0, 201);
+    cluster.endpoints_are(&[], &[]).await;
+    web_pod(&cluster.api, "a", "10.244.1.2", true).await;
+    web_pod(&cluster.api, "b", "10.244.2.2", false).await;
+    cluster
+        .endpoints_are(&["10.244.1.2"], &["10.244.2.2"])
+        .await;
+    let (_, e) = cluster
+        .api
+        .get("/api/v1/namespaces/default/endpoints/web")
+        .await;
+    assert_eq!(
+        e["subsets"][0]["ports"][0]["port"], 8080,
+        "the named port resolved: {e}"
+    );
+
+    set_ready(&cluster.api, "b", "10.244.2.2", true).await;
+    cluster
+        .endpoints_are(&["10.244.1.2", "10.244.2.2"], &[])
+        .await;
+    cluster.api.delete(&format!("{PODS}/a"), None).await;
+    cluster.endpoints_are(&["10.244.2.2"], &[]).await;
+    cluster
+        .api
+        .merge(
+            &format!("{PODS}/b"),
+            json!({ "metadata": { "labels": { "app": "other" } } }),
+        )
+        .await;
+    cluster.endpoints_are(&[], &[]).await;
+
+    // A Service without a selector keeps the endpoints its user writes.
+    let manual = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "manual" },
+        "spec": { "ports": [{ "port": 80 }] } });
+    cluster.api.post(SERVICES, manual).await;
+    let endpoints = json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "manual" },
+        "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 80 }] }] });
+    assert_eq!(
+        cluster
+            .api
+            .post("/api/v1/namespaces/default/endpoints", endpoints)
+            .await
+            .0,
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, kept) = cluster
+        .api
+        .get("/api/v1/namespaces/default/endpoints/manual")
+        .await;
+    assert_eq!(kept["subsets"][0]["addresses"][0]["ip"], "192.0.2.10");
+
+    // Deleting the Service takes its Endpoints and slices along.
+    cluster.api.delete(&format!("{SERVICES}/web"), None).await;
+    cluster
+        .eventually("web's endpoints and slices gone", async || {
+            let gone = cluster
+                .api
+                .get("/api/v1/namespaces/default/endpoints/web")
+                .await
+                .0
+                == 404;
+            let (_, slices) = cluster
+                .api
+                .get(&format!(
+                    "{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dweb"
+                ))
+                .await;
+            (gone && slices["items"].as_array().is_some_and(Vec::is_empty)).then_some(())
+        })
+        .await;
+}

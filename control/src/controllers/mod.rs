@@ -1,9 +1,11 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment and the garbage collector. Each keeps its own caches and work queue and
+//! each. Today: ReplicaSet, Deployment, endpoints and the garbage
+//! collector. Each keeps its own caches and work queue and
 //! runs as one task, so a slow controller never holds another up.
 
 mod deployment;
+mod endpoints;
 mod garbage_collector;
 mod replicaset;
 mod work_queue;
@@ -11,7 +13,11 @@ mod work_queue;
 use std::sync::Arc;
 
 use axum::Router;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::{Endpoints, Service},
+    discovery::v1::EndpointSlice,
+};
 use tokio::task::JoinSet;
 
 use tokio::sync::mpsc;
@@ -35,6 +41,23 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     tasks.spawn(deployment::DeploymentController::new(api.clone()).run(deployments, sets));
+
+    let services =
+        informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
+    let pods = informer::spawn::<endpoints::Pod>(&mut tasks, Arc::clone(&store), "/registry/pods/");
+    let endpoint_lists =
+        informer::spawn::<Endpoints>(&mut tasks, Arc::clone(&store), "/registry/endpoints/");
+    let slices = informer::spawn::<EndpointSlice>(
+        &mut tasks,
+        Arc::clone(&store),
+        "/registry/endpointslices/",
+    );
+    tasks.spawn(endpoints::EndpointsController::new(api.clone()).run(
+        services,
+        pods,
+        endpoint_lists,
+        slices,
+    ));
 
     let kinds: Vec<&'static ResourceInfo> = api::resources().iter().map(|r| r.info()).collect();
     let (events, merged) = mpsc::channel(1024);
