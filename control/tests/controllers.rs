@@ -557,7 +557,7 @@ impl Cluster {
                         }
                     }
                 }
-            slice_ready.sort();
+                slice_ready.sort();
                 slice_not_ready.sort();
                 (ips("addresses") == want(ready)
                     && ips("notReadyAddresses") == want(not_ready)

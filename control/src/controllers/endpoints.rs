@@ -21,13 +21,12 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::work_queue::WorkQueue;
+use super::{pod_view::Pod, work_queue::WorkQueue};
 use crate::{
-    informer::{Informed, InformerEvent},
+    informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},
 };
 
@@ -36,97 +35,6 @@ const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Endpoints per slice, Kubernetes' default.
 const SLICE_SIZE: usize = 100;
-
-/// What the controller keeps of a pod.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Pod {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: PodSpec,
-    #[serde(default)]
-    status: PodStatus,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodSpec {
-    #[serde(default)]
-    node_name: Option<String>,
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(default)]
-    subdomain: Option<String>,
-    #[serde(default)]
-    containers: Vec<Container>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Container {
-    #[serde(default)]
-    ports: Vec<ContainerPort>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerPort {
-    #[serde(default)]
-    name: Option<String>,
-    container_port: i32,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodStatus {
-    #[serde(default, rename = "podIP")]
-    pod_ip: Option<String>,
-    #[serde(default)]
-    phase: Option<String>,
-    #[serde(default)]
-    conditions: Vec<Condition>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
-}
-
-impl Informed for Pod {
-    fn set_resource_version(&mut self, version: String) {
-        self.metadata.resource_version = Some(version);
-    }
-}
-
-impl Pod {
-    fn ready(&self) -> bool {
-        self.status
-            .conditions
-            .iter()
-            .any(|c| c.kind == "Ready" && c.status == "True")
-    }
-
-    /// The container port a Service's target port names on this pod.
-    fn resolve(&self, target: &IntOrString, protocol: &str) -> Option<i32> {
-        match target {
-            IntOrString::Int(port) => Some(*port),
-            IntOrString::String(name) => self
-                .spec
-                .containers
-                .iter()
-                .flat_map(|c| &c.ports)
-                .find(|p| {
-                    p.name.as_deref() == Some(name.as_str())
-                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
-                })
-                .map(|p| p.container_port),
-        }
-    }
-}
 
 /// One endpoint, as both Endpoints and EndpointSlices list it.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,7 +87,7 @@ impl EndpointsController {
     pub async fn run(
         mut self,
         mut services: mpsc::Receiver<InformerEvent<Service>>,
-        mut pods: mpsc::Receiver<InformerEvent<Pod>>,
+        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
         mut endpoints: mpsc::Receiver<InformerEvent<Endpoints>>,
         mut slices: mpsc::Receiver<InformerEvent<EndpointSlice>>,
     ) {
@@ -246,20 +154,16 @@ impl EndpointsController {
         }
     }
 
-    fn on_pod(&mut self, event: InformerEvent<Pod>) {
+    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
         match event {
             InformerEvent::Listed(all) => {
                 self.listed[1] = true;
-                self.pods = all
-                    .into_iter()
-                    .map(|p| (key_of(&p.metadata), Arc::new(p)))
-                    .collect();
+                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
                 let keys: Vec<String> = self.services.keys().cloned().collect();
                 keys.into_iter().for_each(|k| self.queue.add(k));
             }
             InformerEvent::Applied(pod) => {
-                let pod = Arc::new(pod);
-                let old = self.pods.insert(key_of(&pod.metadata), Arc::clone(&pod));
+                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
                 self.enqueue_selecting(&pod);
                 if let Some(old) = old
                     && old.metadata.labels != pod.metadata.labels
@@ -369,8 +273,8 @@ impl EndpointsController {
                 .filter(|_| pod.spec.subdomain.as_deref() == Some(name.as_str()));
             groups.entry(PortSetKey(set)).or_default().push(Address {
                 ip,
-                ready: pod.ready() && pod.metadata.deletion_timestamp.is_none(),
-                serving: pod.ready(),
+                ready: pod.is_ready() && pod.metadata.deletion_timestamp.is_none(),
+                serving: pod.is_ready(),
                 terminating: pod.metadata.deletion_timestamp.is_some(),
                 node: pod.spec.node_name.clone(),
                 hostname,

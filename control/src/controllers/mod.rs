@@ -1,12 +1,14 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
 //! each. Today: ReplicaSet, Deployment, endpoints and the garbage
-//! collector. Each keeps its own caches and work queue and
-//! runs as one task, so a slow controller never holds another up.
+//! collector. Each keeps its own caches and work queue and runs as one
+//! task, so a slow controller never holds another up; the pods, which are
+//! many, are decoded once for the controllers that watch them.
 
 mod deployment;
 mod endpoints;
 mod garbage_collector;
+mod pod_view;
 mod replicaset;
 mod work_queue;
 
@@ -18,23 +20,27 @@ use k8s_openapi::api::{
     core::v1::{Endpoints, Service},
     discovery::v1::EndpointSlice,
 };
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
 
-use tokio::sync::mpsc;
-
-use crate::{api, informer, local_api::LocalApi, registry::ResourceInfo, store::Store};
+use crate::{
+    api,
+    informer::{self, InformerEvent},
+    local_api::LocalApi,
+    registry::ResourceInfo,
+    store::Store,
+};
 
 /// Starts every controller, writing as `token` through `app`. They run
 /// until the returned tasks are shut down (before the store can close:
 /// they hold it).
 pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    let api = LocalApi::new(app, token);
+    let [pods_for_sets, pods_for_endpoints] = shared_pods(&mut tasks, &store);
+
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
-    let pods =
-        informer::spawn::<replicaset::Pod>(&mut tasks, Arc::clone(&store), "/registry/pods/");
-    let api = LocalApi::new(app, token);
-    tasks.spawn(replicaset::ReplicaSetController::new(api.clone()).run(sets, pods));
+    tasks.spawn(replicaset::ReplicaSetController::new(api.clone()).run(sets, pods_for_sets));
 
     let deployments =
         informer::spawn::<Deployment>(&mut tasks, Arc::clone(&store), "/registry/deployments/");
@@ -44,7 +50,6 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
-    let pods = informer::spawn::<endpoints::Pod>(&mut tasks, Arc::clone(&store), "/registry/pods/");
     let endpoint_lists =
         informer::spawn::<Endpoints>(&mut tasks, Arc::clone(&store), "/registry/endpoints/");
     let slices = informer::spawn::<EndpointSlice>(
@@ -54,7 +59,7 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     );
     tasks.spawn(endpoints::EndpointsController::new(api.clone()).run(
         services,
-        pods,
+        pods_for_endpoints,
         endpoint_lists,
         slices,
     ));
@@ -78,4 +83,44 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     }
     tasks.spawn(garbage_collector::GarbageCollector::new(api, kinds).run(merged));
     tasks
+}
+
+type PodEvents = mpsc::Receiver<InformerEvent<Arc<pod_view::Pod>>>;
+
+/// One informer of the pods, its events handed to two controllers.
+fn shared_pods(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; 2] {
+    let mut pods = informer::spawn::<pod_view::Pod>(tasks, Arc::clone(store), "/registry/pods/");
+    let (first, first_rx) = mpsc::channel(1024);
+    let (second, second_rx) = mpsc::channel(1024);
+    tasks.spawn(async move {
+        while let Some(event) = pods.recv().await {
+            let (a, b) = match event {
+                InformerEvent::Listed(all) => {
+                    let all: Vec<Arc<pod_view::Pod>> = all.into_iter().map(Arc::new).collect();
+                    (
+                        InformerEvent::Listed(all.clone()),
+                        InformerEvent::Listed(all),
+                    )
+                }
+                InformerEvent::Applied(pod) => {
+                    let pod = Arc::new(pod);
+                    (
+                        InformerEvent::Applied(Arc::clone(&pod)),
+                        InformerEvent::Applied(pod),
+                    )
+                }
+                InformerEvent::Deleted(pod) => {
+                    let pod = Arc::new(pod);
+                    (
+                        InformerEvent::Deleted(Arc::clone(&pod)),
+                        InformerEvent::Deleted(pod),
+                    )
+                }
+            };
+            if first.send(a).await.is_err() || second.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    [first_rx, second_rx]
 }

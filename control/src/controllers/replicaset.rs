@@ -15,63 +15,17 @@ use std::{
 
 use axum::http::Method;
 use k8s_openapi::{
-    api::{apps::v1::ReplicaSet, core::v1::PodCondition},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
-    jiff::Timestamp,
+    api::apps::v1::ReplicaSet, apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
-use super::work_queue::WorkQueue;
+use super::{pod_view::Pod, work_queue::WorkQueue};
 use crate::{
-    informer::{Informed, InformerEvent},
+    informer::InformerEvent,
     labels::Selector,
     local_api::{LocalApi, LocalApiError},
 };
-
-/// What the controller keeps of a pod: what ownership, counting and the
-/// order of deletion need, and no more (a cluster's pods are many).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Pod {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: Option<PodPlacement>,
-    #[serde(default)]
-    status: Option<PodState>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodPlacement {
-    #[serde(default)]
-    node_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodState {
-    #[serde(default)]
-    phase: Option<String>,
-    #[serde(default)]
-    conditions: Option<Vec<PodCondition>>,
-    #[serde(default)]
-    container_statuses: Option<Vec<ContainerRestarts>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerRestarts {
-    #[serde(default)]
-    restart_count: i32,
-}
-
-impl Informed for Pod {
-    fn set_resource_version(&mut self, version: String) {
-        self.metadata.resource_version = Some(version);
-    }
-}
 
 /// Unmet expectations are given up after this (a lost event).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
@@ -104,75 +58,26 @@ fn key_of(namespace: Option<&str>, name: Option<&str>) -> String {
     )
 }
 
-fn pod_key(pod: &Pod) -> String {
-    key_of(
-        pod.metadata.namespace.as_deref(),
-        pod.metadata.name.as_deref(),
-    )
-}
-
 fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-/// Succeeded or Failed pods, and pods being deleted, are not replicas.
-fn is_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase(pod), "Succeeded" | "Failed")
-}
-
-/// When the pod became Ready, if it is.
-fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
-        })
-}
-
-fn restarts(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map_or(0, |all| all.iter().map(|c| c.restart_count).sum())
+    pod.controller_ref()
 }
 
 /// Kubernetes' order for deleting surplus replicas: the first goes first.
 fn deletion_rank(pod: &Pod) -> impl Ord {
-    let assigned = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some_and(|n| !n.is_empty());
-    let phase = match phase(pod) {
+    let assigned = pod.is_bound();
+    let phase = match pod.phase() {
         "Pending" => 0,
         "Running" => 2,
         _ => 1,
     };
-    let ready = ready_since(pod);
+    let ready = pod.ready_since();
     let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
     (
         assigned,
         phase,
         ready.is_some(),
         std::cmp::Reverse(ready),
-        std::cmp::Reverse(restarts(pod)),
+        std::cmp::Reverse(pod.restarts()),
         std::cmp::Reverse(created),
     )
 }
@@ -193,7 +98,7 @@ impl ReplicaSetController {
     pub async fn run(
         mut self,
         mut sets: mpsc::Receiver<InformerEvent<ReplicaSet>>,
-        mut pods: mpsc::Receiver<InformerEvent<Pod>>,
+        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
     ) {
         loop {
             while let Ok(event) = sets.try_recv() {
@@ -278,14 +183,11 @@ impl ReplicaSetController {
         }
     }
 
-    fn on_pod(&mut self, event: InformerEvent<Pod>) {
+    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
         match event {
             InformerEvent::Listed(all) => {
                 self.pods_listed = true;
-                self.pods = all
-                    .into_iter()
-                    .map(|p| (pod_key(&p), Arc::new(p)))
-                    .collect();
+                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
                 self.expectations.clear();
                 let keys: Vec<String> = self.sets.keys().cloned().collect();
                 for key in keys {
@@ -293,8 +195,7 @@ impl ReplicaSetController {
                 }
             }
             InformerEvent::Applied(pod) => {
-                let pod = Arc::new(pod);
-                let old = self.pods.insert(pod_key(&pod), Arc::clone(&pod));
+                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
                 let newly_deleting = pod.metadata.deletion_timestamp.is_some()
                     && old
                         .as_ref()
@@ -316,7 +217,7 @@ impl ReplicaSetController {
                 }
             }
             InformerEvent::Deleted(pod) => {
-                let old = self.pods.remove(&pod_key(&pod));
+                let old = self.pods.remove(&pod.key());
                 let already_counted = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
                 if !already_counted && let Some(owner) = self.owner_key(&pod) {
                     self.observed(&owner, 0, -1);
@@ -409,14 +310,14 @@ impl ReplicaSetController {
                     }
                 }
                 Some(_) => {}
-                None if matches && is_active(&pod) => {
+                None if matches && pod.is_active() => {
                     self.set_owner(&pod, Some(&rs)).await?;
                     owned.push(pod);
                 }
                 None => {}
             }
         }
-        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| is_active(p)).collect();
+        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| p.is_active()).collect();
         if self.expectations_met(key) {
             let want = i64::from(spec.replicas.unwrap_or(1));
             let diff = active.len() as i64 - want;
@@ -586,7 +487,7 @@ impl ReplicaSetController {
         let mut available = 0;
         let mut recheck: Option<Duration> = None;
         for pod in active {
-            if let Some(since) = ready_since(pod) {
+            if let Some(since) = pod.ready_since() {
                 ready += 1;
                 let ready_for = now.duration_since(since).unsigned_abs();
                 if ready_for >= min_ready {
