@@ -74,7 +74,7 @@ metadata:
   name: web
 spec:
   replicas: 6
-  progressDeadlineSeconds: 10
+  progressDeadlineSeconds: 20
   selector:
     matchLabels: {{app: web}}
   strategy:
