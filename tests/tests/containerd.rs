@@ -79,16 +79,15 @@ async fn runs_a_container_from_our_image_and_reads_its_output() {
     containerd.start_container(&echo, &image).await.unwrap();
     let exit = containerd.wait(&echo.id).await.unwrap();
     assert_eq!(exit.code, 0);
-    let output = std::fs::read_to_string(echo.log.path()).unwrap();
-    assert_eq!(output, "hello from echo as 0 in /\n");
+    assert_eq!(
+        logged(echo.log.path(), "hello from echo as 0 in /\n"),
+        "hello from echo as 0 in /\n"
+    );
 
     let failing = config(&net, "fails", &["sh", "-c", "echo oops >&2; exit 3"]);
     containerd.start_container(&failing, &image).await.unwrap();
     assert_eq!(containerd.wait(&failing.id).await.unwrap().code, 3);
-    assert_eq!(
-        std::fs::read_to_string(failing.log.path()).unwrap(),
-        "oops\n"
-    );
+    assert_eq!(logged(failing.log.path(), "oops\n"), "oops\n");
 
     let listed = ctr(host, &["containers", "ls", "-q"]);
     assert!(
@@ -171,7 +170,7 @@ async fn a_container_in_our_network_namespace_is_reachable_from_another_host() {
         stopping.elapsed() < Duration::from_secs(5),
         "SIGTERM was not delivered"
     );
-    let log = std::fs::read_to_string(web.log.path()).unwrap();
+    let log = logged_when(web.log.path(), |text| text.ends_with("SIGTERM: exiting\n"));
     assert!(log.ends_with("SIGTERM: exiting\n"), "{log}");
     containerd.remove_container(&web.id).await.unwrap();
     let after = net
@@ -180,4 +179,22 @@ async fn a_container_in_our_network_namespace_is_reachable_from_another_host() {
         .run(move || http_get(address, "/hostname"))
         .unwrap();
     assert!(after.is_err(), "still answering after removal: {after:?}");
+}
+
+/// The log file's contents once `done` says so, or after 5 s: the shim
+/// copies a task's output on its own, so the task's exit can be reported
+/// before its last line reaches the file.
+fn logged_when(path: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn logged(path: &std::path::Path, expected: &str) -> String {
+    logged_when(path, |text| text == expected)
 }
