@@ -83,4 +83,20 @@ impl LocalApi {
             message,
         })
     }
+
+    /// As [`Self::send`], with a target that is gone (404) as None: for
+    /// writers that act on what they saw, and find it deleted since.
+    pub async fn send_if_exists(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, LocalApiError> {
+        match self.send(method, path, content_type, body).await {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.code == 404 => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
 }

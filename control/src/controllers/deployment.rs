@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::http::Method;
@@ -24,7 +24,7 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::work_queue::WorkQueue;
+use super::{object_key, work_queue::WorkQueue};
 use crate::{
     informer::InformerEvent,
     labels::Selector,
@@ -50,14 +50,6 @@ pub struct DeploymentController {
     queue: WorkQueue,
     deployments_listed: bool,
     sets_listed: bool,
-}
-
-fn key_of(namespace: Option<&str>, name: Option<&str>) -> String {
-    format!(
-        "{}/{}",
-        namespace.unwrap_or_default(),
-        name.unwrap_or_default()
-    )
 }
 
 fn controller_ref(set: &ReplicaSet) -> Option<&OwnerReference> {
@@ -191,24 +183,11 @@ impl DeploymentController {
                 && self.sets_listed
                 && let Some(key) = self.queue.pop()
             {
-                match self.reconcile(&key).await {
-                    Ok(requeue) => {
-                        self.queue.forget(&key);
-                        if let Some(after) = requeue {
-                            self.queue.add_after(key, after);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::info!(deployment = key, error = %err, "reconcile failed; retrying");
-                        self.queue.retry(key);
-                    }
-                }
+                let outcome = self.reconcile(&key).await;
+                self.queue.finish(key, outcome);
                 continue;
             }
-            let wake = self
-                .queue
-                .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            let wake = self.queue.wake_at();
             tokio::select! {
                 event = deployments.recv() => match event {
                     Some(event) => self.on_deployment(event),
@@ -224,8 +203,9 @@ impl DeploymentController {
     }
 
     fn on_deployment(&mut self, event: InformerEvent<Deployment>) {
-        let key =
-            |d: &Deployment| key_of(d.metadata.namespace.as_deref(), d.metadata.name.as_deref());
+        let key = |d: &Deployment| {
+            object_key(d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
+        };
         match event {
             InformerEvent::Listed(all) => {
                 self.deployments_listed = true;
@@ -247,8 +227,9 @@ impl DeploymentController {
     }
 
     fn on_set(&mut self, event: InformerEvent<ReplicaSet>) {
-        let key =
-            |s: &ReplicaSet| key_of(s.metadata.namespace.as_deref(), s.metadata.name.as_deref());
+        let key = |s: &ReplicaSet| {
+            object_key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+        };
         match event {
             InformerEvent::Listed(all) => {
                 self.sets_listed = true;
@@ -271,8 +252,10 @@ impl DeploymentController {
 
     fn enqueue_owner(&mut self, set: &ReplicaSet) {
         if let Some(owner) = controller_ref(set).filter(|o| o.kind == "Deployment") {
-            self.queue
-                .add(key_of(set.metadata.namespace.as_deref(), Some(&owner.name)));
+            self.queue.add(object_key(
+                set.metadata.namespace.as_deref(),
+                Some(&owner.name),
+            ));
         }
     }
 
@@ -422,7 +405,7 @@ impl DeploymentController {
         })?;
         let set = Arc::new(set);
         self.sets
-            .insert(key_of(Some(&namespace), Some(&name)), Arc::clone(&set));
+            .insert(object_key(Some(&namespace), Some(&name)), Arc::clone(&set));
         Ok(set)
     }
 
@@ -458,7 +441,7 @@ impl DeploymentController {
             .await?;
         if let Ok(set) = serde_json::from_value::<ReplicaSet>(updated) {
             self.sets
-                .insert(key_of(Some(namespace), Some(name)), Arc::new(set));
+                .insert(object_key(Some(namespace), Some(name)), Arc::new(set));
         }
         Ok(())
     }
@@ -542,7 +525,7 @@ impl DeploymentController {
     /// A set's replicas as last written (the cache may be newer than the
     /// copy in hand).
     fn current_replicas(&self, set: &ReplicaSet) -> i32 {
-        let key = key_of(
+        let key = object_key(
             set.metadata.namespace.as_deref(),
             set.metadata.name.as_deref(),
         );
@@ -592,15 +575,9 @@ impl DeploymentController {
             let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
             let name = set.metadata.name.as_deref().unwrap_or_default();
             let path = format!("/apis/apps/v1/namespaces/{namespace}/replicasets/{name}");
-            match self
-                .api
-                .send(Method::DELETE, &path, "application/json", &Value::Null)
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if err.code == 404 => {}
-                Err(err) => return Err(err),
-            }
+            self.api
+                .send_if_exists(Method::DELETE, &path, "application/json", &Value::Null)
+                .await?;
         }
         Ok(())
     }
@@ -614,7 +591,7 @@ impl DeploymentController {
         let spec = deployment.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1);
         let current = |s: &ReplicaSet| {
-            let key = key_of(s.metadata.namespace.as_deref(), s.metadata.name.as_deref());
+            let key = object_key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref());
             self.sets
                 .get(&key)
                 .map_or_else(|| status_of(s), |c| status_of(c))
@@ -752,19 +729,17 @@ impl DeploymentController {
             let namespace = deployment.metadata.namespace.as_deref().unwrap_or_default();
             let name = deployment.metadata.name.as_deref().unwrap_or_default();
             let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status");
-            match self
+            let written = self
                 .api
-                .send(
+                .send_if_exists(
                     Method::PATCH,
                     &path,
                     "application/merge-patch+json",
                     &json!({ "status": status }),
                 )
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if err.code == 404 => return Ok(None),
-                Err(err) => return Err(err),
+                .await?;
+            if written.is_none() {
+                return Ok(None);
             }
         }
         Ok(recheck)

@@ -10,7 +10,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
 use axum::http::Method;
@@ -54,11 +53,7 @@ struct Address {
 type PortSet = Vec<(Option<String>, i32, String)>;
 
 fn key_of(meta: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
+    super::object_key(meta.namespace.as_deref(), meta.name.as_deref())
 }
 
 pub struct EndpointsController {
@@ -107,19 +102,11 @@ impl EndpointsController {
             if self.listed.iter().all(|l| *l)
                 && let Some(key) = self.queue.pop()
             {
-                match self.reconcile(&key).await {
-                    Ok(()) => self.queue.forget(&key),
-                    Err(err) => {
-                        tracing::info!(service = key, error = %err, "endpoints not written; retrying");
-                        self.queue.retry(key);
-                    }
-                }
+                let outcome = self.reconcile(&key).await.map(|()| None);
+                self.queue.finish(key, outcome);
                 continue;
             }
-            let wake = self
-                .queue
-                .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            let wake = self.queue.wake_at();
             tokio::select! {
                 event = services.recv() => match event { Some(e) => self.on_service(e), None => return },
                 event = pods.recv() => match event { Some(e) => self.on_pod(e), None => return },
@@ -457,11 +444,10 @@ impl EndpointsController {
     /// A write; its target being gone already is no failure. A conflict
     /// (a stale copy) is: the retry works from what the informer brings.
     async fn send_ok(&self, method: Method, path: &str, body: &Value) -> Result<(), LocalApiError> {
-        match self.api.send(method, path, "application/json", body).await {
-            Ok(_) => Ok(()),
-            Err(err) if err.code == 404 => Ok(()),
-            Err(err) => Err(err),
-        }
+        self.api
+            .send_if_exists(method, path, "application/json", body)
+            .await
+            .map(drop)
     }
 }
 

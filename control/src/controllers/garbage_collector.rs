@@ -151,19 +151,11 @@ impl GarbageCollector {
             if self.listed.len() == self.kinds.len()
                 && let Some(uid) = self.queue.pop()
             {
-                match self.process(&uid).await {
-                    Ok(()) => self.queue.forget(&uid),
-                    Err(err) => {
-                        tracing::info!(uid, error = %err, "garbage collection failed; retrying");
-                        self.queue.retry(uid);
-                    }
-                }
+                let outcome = self.process(&uid).await.map(|()| None);
+                self.queue.finish(uid, outcome);
                 continue;
             }
-            let wake = self
-                .queue
-                .next_due()
-                .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(60));
+            let wake = self.queue.wake_at();
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
@@ -320,16 +312,14 @@ impl GarbageCollector {
             return Ok(Owner::Present);
         };
         let path = object_path(info, item.namespace.as_deref(), &owner.name);
-        match self
+        let found = self
             .api
-            .send(Method::GET, &path, "application/json", &Value::Null)
-            .await
-        {
-            Ok(found) if found["metadata"]["uid"] == owner.uid.as_str() => Ok(Owner::Present),
-            Ok(_) => Ok(Owner::Gone),
-            Err(err) if err.code == 404 => Ok(Owner::Gone),
-            Err(err) => Err(err),
-        }
+            .send_if_exists(Method::GET, &path, "application/json", &Value::Null)
+            .await?;
+        Ok(match found {
+            Some(found) if found["metadata"]["uid"] == owner.uid.as_str() => Owner::Present,
+            _ => Owner::Gone,
+        })
     }
 
     async fn delete(&self, item: &Item, policy: &str) -> Result<(), LocalApiError> {
@@ -354,39 +344,26 @@ impl GarbageCollector {
         item: &Item,
         keep: &[&OwnerReference],
     ) -> Result<(), LocalApiError> {
-        let patch = json!({ "metadata": { "ownerReferences": keep } });
-        match self
-            .api
-            .send(
-                Method::PATCH,
-                &item.path(),
-                "application/merge-patch+json",
-                &patch,
-            )
+        self.patch(item, json!({ "metadata": { "ownerReferences": keep } }))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.code == 404 => Ok(()),
-            Err(err) => Err(err),
-        }
     }
 
     async fn remove_finalizer(&self, item: &Item, finalizer: &str) -> Result<(), LocalApiError> {
         let remaining: Vec<&String> = item.finalizers.iter().filter(|f| *f != finalizer).collect();
-        let patch = json!({ "metadata": { "finalizers": remaining } });
-        match self
-            .api
-            .send(
+        self.patch(item, json!({ "metadata": { "finalizers": remaining } }))
+            .await
+    }
+
+    /// A merge patch of `item`; it being gone already is no failure.
+    async fn patch(&self, item: &Item, patch: Value) -> Result<(), LocalApiError> {
+        self.api
+            .send_if_exists(
                 Method::PATCH,
                 &item.path(),
                 "application/merge-patch+json",
                 &patch,
             )
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.code == 404 => Ok(()),
-            Err(err) => Err(err),
-        }
+            .map(drop)
     }
 }

@@ -85,6 +85,15 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     tasks
 }
 
+/// `namespace/name`, the key controllers cache and queue objects by.
+fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
+    format!(
+        "{}/{}",
+        namespace.unwrap_or_default(),
+        name.unwrap_or_default()
+    )
+}
+
 type PodEvents = mpsc::Receiver<InformerEvent<Arc<pod_view::Pod>>>;
 
 /// One informer of the pods, its events handed to two controllers.

@@ -83,10 +83,9 @@ impl Informed for Pod {
 impl Pod {
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
+        super::object_key(
+            self.metadata.namespace.as_deref(),
+            self.metadata.name.as_deref(),
         )
     }
 

@@ -20,7 +20,7 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
-use super::{pod_view::Pod, work_queue::WorkQueue};
+use super::{object_key, pod_view::Pod, work_queue::WorkQueue};
 use crate::{
     informer::InformerEvent,
     labels::Selector,
@@ -48,14 +48,6 @@ pub struct ReplicaSetController {
     expectations: HashMap<String, Expectation>,
     sets_listed: bool,
     pods_listed: bool,
-}
-
-fn key_of(namespace: Option<&str>, name: Option<&str>) -> String {
-    format!(
-        "{}/{}",
-        namespace.unwrap_or_default(),
-        name.unwrap_or_default()
-    )
 }
 
 fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
@@ -111,24 +103,11 @@ impl ReplicaSetController {
                 && self.pods_listed
                 && let Some(key) = self.queue.pop()
             {
-                match self.reconcile(&key).await {
-                    Ok(requeue) => {
-                        self.queue.forget(&key);
-                        if let Some(after) = requeue {
-                            self.queue.add_after(key, after);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::info!(replicaset = key, error = %err, "reconcile failed; retrying");
-                        self.queue.retry(key);
-                    }
-                }
+                let outcome = self.reconcile(&key).await;
+                self.queue.finish(key, outcome);
                 continue;
             }
-            let wake = self
-                .queue
-                .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            let wake = self.queue.wake_at();
             tokio::select! {
                 event = sets.recv() => match event {
                     Some(event) => self.on_set(event),
@@ -151,7 +130,7 @@ impl ReplicaSetController {
                     .into_iter()
                     .map(|rs| {
                         (
-                            key_of(
+                            object_key(
                                 rs.metadata.namespace.as_deref(),
                                 rs.metadata.name.as_deref(),
                             ),
@@ -165,7 +144,7 @@ impl ReplicaSetController {
                 }
             }
             InformerEvent::Applied(rs) => {
-                let key = key_of(
+                let key = object_key(
                     rs.metadata.namespace.as_deref(),
                     rs.metadata.name.as_deref(),
                 );
@@ -173,7 +152,7 @@ impl ReplicaSetController {
                 self.queue.add(key);
             }
             InformerEvent::Deleted(rs) => {
-                let key = key_of(
+                let key = object_key(
                     rs.metadata.namespace.as_deref(),
                     rs.metadata.name.as_deref(),
                 );
@@ -230,7 +209,7 @@ impl ReplicaSetController {
     /// The key of the cached ReplicaSet that controls `pod`.
     fn owner_key(&self, pod: &Pod) -> Option<String> {
         let owner = controller_ref(pod).filter(|o| o.kind == "ReplicaSet")?;
-        let key = key_of(pod.metadata.namespace.as_deref(), Some(&owner.name));
+        let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
         let set = self.sets.get(&key)?;
         (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
     }
@@ -240,8 +219,10 @@ impl ReplicaSetController {
     fn enqueue_for(&mut self, pod: &Pod) {
         if let Some(owner) = controller_ref(pod) {
             if owner.kind == "ReplicaSet" {
-                self.queue
-                    .add(key_of(pod.metadata.namespace.as_deref(), Some(&owner.name)));
+                self.queue.add(object_key(
+                    pod.metadata.namespace.as_deref(),
+                    Some(&owner.name),
+                ));
             }
             return;
         }
@@ -349,15 +330,10 @@ impl ReplicaSetController {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
-        match self
-            .api
-            .send(Method::PATCH, &path, "application/merge-patch+json", &patch)
+        self.api
+            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.code == 404 => Ok(()),
-            Err(err) => Err(err),
-        }
+            .map(drop)
     }
 
     async fn create_pods(
@@ -535,14 +511,12 @@ impl ReplicaSetController {
                 rs.metadata.namespace.as_deref().unwrap_or_default(),
                 rs.metadata.name.as_deref().unwrap_or_default()
             );
-            match self
+            let written = self
                 .api
-                .send(Method::PATCH, &path, "application/merge-patch+json", &patch)
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if err.code == 404 => return Ok(None),
-                Err(err) => return Err(err),
+                .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+                .await?;
+            if written.is_none() {
+                return Ok(None);
             }
         }
         Ok(recheck.map(|left| left + Duration::from_millis(100)))

@@ -6,6 +6,7 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    fmt::Display,
     time::{Duration, Instant},
 };
 
@@ -66,6 +67,29 @@ impl WorkQueue {
     /// When the earliest delayed key is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.delayed.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// When a controller with nothing ready should look again.
+    pub fn wake_at(&self) -> Instant {
+        self.next_due()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60))
+    }
+
+    /// Records how a reconcile of `key` went: success resets its back-off
+    /// (and comes back after the delay it asked for), failure retries it.
+    pub fn finish<E: Display>(&mut self, key: String, outcome: Result<Option<Duration>, E>) {
+        match outcome {
+            Ok(requeue) => {
+                self.forget(&key);
+                if let Some(after) = requeue {
+                    self.add_after(key, after);
+                }
+            }
+            Err(err) => {
+                tracing::info!(key, error = %err, "reconcile failed; retrying");
+                self.retry(key);
+            }
+        }
     }
 }
 
