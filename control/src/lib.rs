@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod controllers;
+pub mod events;
 pub mod informer;
 pub mod labels;
 pub mod local_api;

@@ -1,33 +1,27 @@
 //! The scheduler's writes, sent through the API router in-process so they
 //! pass the same authorisation, defaulting and validation as any client's:
 //! bindings, the PodScheduled=False condition of an unschedulable pod, and
-//! events (FailedScheduling, Scheduled). Events go through a bounded
-//! queue and are dropped when it is full, as Kubernetes' event recorder
-//! does, so a burst never slows placement.
-
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+//! events (FailedScheduling, Scheduled) through the event recorder.
 
 use axum::{Router, http::Method};
-use serde_json::{Value, json};
-use tokio::{sync::mpsc, task::JoinSet};
+use serde_json::json;
+use tokio::task::JoinSet;
 
 use super::pod_info::PodInfo;
 pub use crate::local_api::LocalApiError as WriteError;
-use crate::{api::now, local_api::LocalApi};
+use crate::{
+    api::now,
+    events::{EventRecorder, Involved},
+    local_api::LocalApi,
+};
 
 /// Who the scheduler's events say they come from.
 const COMPONENT: &str = "default-scheduler";
-/// Events waiting to be written.
-const EVENT_QUEUE: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ApiWriter {
     client: LocalApi,
-    events: mpsc::Sender<Value>,
-    dropped_events: Arc<AtomicU64>,
+    events: EventRecorder,
 }
 
 impl ApiWriter {
@@ -35,25 +29,8 @@ impl ApiWriter {
     /// `tasks` until the writer and its clones are dropped.
     pub fn new(tasks: &mut JoinSet<()>, app: Router, token: &str) -> Self {
         let client = LocalApi::new(app, token);
-        let (events, mut pending) = mpsc::channel::<Value>(EVENT_QUEUE);
-        let sender = client.clone();
-        tasks.spawn(async move {
-            while let Some(event) = pending.recv().await {
-                let namespace = event["metadata"]["namespace"].as_str().unwrap_or_default();
-                let path = format!("/api/v1/namespaces/{namespace}/events");
-                if let Err(err) = sender
-                    .send(Method::POST, &path, "application/json", &event)
-                    .await
-                {
-                    tracing::debug!(error = %err, "event not written");
-                }
-            }
-        });
-        Self {
-            client,
-            events,
-            dropped_events: Arc::default(),
-        }
+        let events = EventRecorder::new(tasks, client.clone(), COMPONENT);
+        Self { client, events }
     }
 
     /// POST pods/<name>/binding, guarded by the pod's uid.
@@ -103,31 +80,13 @@ impl ApiWriter {
 
     /// Queues an event about `pod`; dropped if the queue is full.
     pub fn event(&self, pod: &PodInfo, kind: &str, reason: &str, message: &str) {
-        let at = now();
-        let nanos = jiff::Timestamp::now().as_nanosecond();
-        let event = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": { "name": format!("{}.{nanos:x}", pod.name), "namespace": pod.namespace },
-            "involvedObject": {
-                "apiVersion": "v1", "kind": "Pod",
-                "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": { "component": COMPONENT },
-            "reportingComponent": COMPONENT,
-            "reportingInstance": "capstan-control",
-            "firstTimestamp": at,
-            "lastTimestamp": at,
-            "count": 1,
-        });
-        if self.events.try_send(event).is_err() {
-            let dropped = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "scheduler events dropped: the event queue is full");
-            }
-        }
+        let about = Involved {
+            api_version: "v1",
+            kind: "Pod",
+            namespace: &pod.namespace,
+            name: &pod.name,
+            uid: &pod.uid,
+        };
+        self.events.record(about, kind, reason, message);
     }
 }
