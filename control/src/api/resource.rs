@@ -351,7 +351,12 @@ impl<K: Kind> Typed<K> {
 
     /// 404 for a namespaced request into a namespace that does not exist;
     /// 403 for a create into one being deleted.
-    async fn check_namespace(&self, ctx: &Context, namespace: &str) -> Result<(), ApiError> {
+    async fn check_namespace(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let namespaces = Subject {
             group: "",
             kind: "Namespace",
@@ -371,7 +376,7 @@ impl<K: Kind> Typed<K> {
                     Err(ApiError::forbidden(format!(
                         "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                         K::INFO.plural,
-                        "",
+                        name,
                     )))
                 } else {
                     Ok(())
@@ -408,7 +413,8 @@ impl<K: Kind> Typed<K> {
         self.prepare_new(&mut object);
         self.validate(&object, None)?;
         if let Some(namespace) = namespace.filter(|_| K::INFO.namespaced) {
-            self.check_namespace(ctx, namespace).await?;
+            let name = object.metadata().name.clone().unwrap_or_default();
+            self.check_namespace(ctx, namespace, &name).await?;
         }
         let accept = accept(&request.headers);
         if request.query.dry_run() {
