@@ -1,10 +1,12 @@
 //! The capstan control binary: flags, logging, and the service until a
 //! signal.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use capstan_control::{
+    api::DefaultTolerations,
+    controllers::ControllersConfig,
     scheduler::SchedulerConfig,
     service::{self, ControlConfig},
 };
@@ -36,8 +38,37 @@ struct Args {
     /// Run without the built-in scheduler (another one places pods).
     #[arg(long, conflicts_with = "scheduler_config")]
     disable_scheduler: bool,
+    /// How long a node may go without a heartbeat before it is marked
+    /// unreachable (seconds, or a duration such as 40s, 2m, 500ms).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How long new pods tolerate a not-ready node before eviction.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// How long new pods tolerate an unreachable node before eviction.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// A duration as Kubernetes' flags take it: `40s`, `2m`, `500ms`, `1h`,
+/// or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 40s"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +133,13 @@ async fn run() -> anyhow::Result<()> {
         tls_san: args.tls_san,
         etcd_servers: args.etcd_servers,
         scheduler,
+        controllers: ControllersConfig {
+            node_monitor_grace: args.node_monitor_grace_period,
+        },
+        default_tolerations: DefaultTolerations {
+            not_ready_seconds: args.default_not_ready_toleration_seconds,
+            unreachable_seconds: args.default_unreachable_toleration_seconds,
+        },
     })
     .await?;
     let kubeconfig = running.kubeconfig.display().to_string();

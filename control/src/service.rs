@@ -14,8 +14,10 @@ use base64::Engine as _;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::{
-    api::{self, ApiState, Credentials, Listeners},
-    bootstrap, controllers, pki,
+    api::{self, ApiState, Credentials, DefaultTolerations, Listeners},
+    bootstrap,
+    controllers::{self, ControllersConfig},
+    pki,
     scheduler::{self, SchedulerConfig},
     store::{
         Store, StoreError,
@@ -39,6 +41,10 @@ pub struct ControlConfig {
     /// Run the built-in scheduler with this configuration; None leaves
     /// unbound pods to another scheduler.
     pub scheduler: Option<SchedulerConfig>,
+    /// The controllers' timings (node heartbeat grace).
+    pub controllers: ControllersConfig,
+    /// How long new pods tolerate a not-ready or unreachable node.
+    pub default_tolerations: DefaultTolerations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,12 +222,18 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
         Arc::clone(&store),
         credentials.clone(),
         Some(agents),
+        config.default_tolerations,
     ));
     bootstrap::ensure_defaults(&app, &admin_token, address.port()).await?;
     let scheduler = config
         .scheduler
         .map(|c| scheduler::spawn(Arc::clone(&store), app.clone(), &admin_token, c));
-    let mut controllers = controllers::spawn(Arc::clone(&store), app.clone(), &admin_token);
+    let mut controllers = controllers::spawn_with(
+        Arc::clone(&store),
+        app.clone(),
+        &admin_token,
+        config.controllers,
+    );
 
     let host = if address.ip().is_unspecified() {
         "127.0.0.1".to_owned()

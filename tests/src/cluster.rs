@@ -17,7 +17,7 @@ use crate::{
     TestNet,
     agent::TestAgent,
     artifacts::{self, BUSYBOX_IMAGE, GHOST_USER_IMAGE, TESTAPP_IMAGE, TESTAPP_V2_IMAGE},
-    control::{TestControl, succeeded},
+    control::{ControlSettings, TestControl, succeeded},
 };
 
 /// Control and agents; dropped agents first, the network last.
@@ -46,7 +46,15 @@ impl TestCluster {
     where
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
     {
-        if let Err(err) = Self::try_run(net, async |cluster: &mut TestCluster| {
+        Self::run_with(net, ControlSettings::default(), test);
+    }
+
+    /// As [`Self::run`], with control started with `settings`.
+    pub fn run_with<F>(net: TestNet, settings: ControlSettings, test: F)
+    where
+        F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
+    {
+        if let Err(err) = Self::try_run_with(net, settings, async |cluster: &mut TestCluster| {
             test(cluster).await.map_err(|err| {
                 anyhow::anyhow!(
                     "{err:#}\n---- agent output ----\n{}",
@@ -64,6 +72,14 @@ impl TestCluster {
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        Self::try_run_with(net, ControlSettings::default(), work)
+    }
+
+    fn try_run_with<F, T>(net: TestNet, settings: ControlSettings, work: F) -> anyhow::Result<T>
+    where
+        F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let netns = net.host(1).netns().path();
         let runtime = net.host(1).netns().runtime()?;
         let driver = std::thread::spawn(move || -> anyhow::Result<T> {
@@ -74,7 +90,9 @@ impl TestCluster {
             )
             .context("entering host 1")?;
             runtime.block_on(async {
-                let mut cluster = Self::start(net).await.context("starting the cluster")?;
+                let mut cluster = Self::start(net, settings)
+                    .await
+                    .context("starting the cluster")?;
                 work(&mut cluster).await
             })
         });
@@ -86,14 +104,15 @@ impl TestCluster {
 
     /// Control on host 1 and an agent on every host of `net`. Call on
     /// [`Self::runtime`].
-    pub async fn start(mut net: TestNet) -> anyhow::Result<Self> {
+    pub async fn start(mut net: TestNet, settings: ControlSettings) -> anyhow::Result<Self> {
         let hosts = net.hosts();
         for n in 1..=hosts {
             net.host_mut(n).start_containerd()?;
             import_test_images(&net, n).await?;
         }
         let control =
-            TestControl::start_on_host(net.instance(), net.host(1).address().into()).await?;
+            TestControl::start_on_host(net.instance(), net.host(1).address().into(), settings)
+                .await?;
         let mut agents = Vec::new();
         for n in 1..=hosts {
             agents.push(TestAgent::start(net.host(n), &control, net.host(1))?);

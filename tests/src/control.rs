@@ -11,11 +11,21 @@ use std::{
 
 use anyhow::{Context, bail};
 use capstan_control::{
+    api::DefaultTolerations,
+    controllers::ControllersConfig,
     scheduler::SchedulerConfig,
     service::{self, ControlConfig, RunningControl},
 };
 
 use crate::Instance;
+
+/// What a test may change of control's behaviour: the controllers'
+/// timings and the tolerations new pods get.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ControlSettings {
+    pub controllers: ControllersConfig,
+    pub default_tolerations: DefaultTolerations,
+}
 
 /// A running (or stopped, between restarts) control.
 #[derive(Debug)]
@@ -24,22 +34,34 @@ pub struct TestControl {
     cache_dir: PathBuf,
     address: SocketAddr,
     tls_san: Vec<String>,
+    settings: ControlSettings,
     running: Option<RunningControl>,
 }
 
 impl TestControl {
     /// Control on a loopback port of the caller's network namespace.
     pub async fn start(instance: &Instance) -> anyhow::Result<Self> {
-        Self::start_with(instance, "127.0.0.1:0".parse()?, Vec::new()).await
+        Self::start_with(
+            instance,
+            "127.0.0.1:0".parse()?,
+            Vec::new(),
+            ControlSettings::default(),
+        )
+        .await
     }
 
     /// Control on every address of the test host the caller runs in (see
     /// `Netns::runtime`), reachable by agents at `host_address`.
-    pub async fn start_on_host(instance: &Instance, host_address: IpAddr) -> anyhow::Result<Self> {
+    pub async fn start_on_host(
+        instance: &Instance,
+        host_address: IpAddr,
+        settings: ControlSettings,
+    ) -> anyhow::Result<Self> {
         Self::start_with(
             instance,
             "0.0.0.0:0".parse()?,
             vec![host_address.to_string()],
+            settings,
         )
         .await
     }
@@ -48,16 +70,18 @@ impl TestControl {
         instance: &Instance,
         listen: SocketAddr,
         tls_san: Vec<String>,
+        settings: ControlSettings,
     ) -> anyhow::Result<Self> {
         crate::require_root();
         let data_dir = instance.data_dir("control");
         let cache_dir = instance.data_dir("kube-cache");
-        let running = start_at(&data_dir, listen, &tls_san).await?;
+        let running = start_at(&data_dir, listen, &tls_san, settings).await?;
         Ok(Self {
             address: running.address,
             data_dir,
             cache_dir,
             tls_san,
+            settings,
             running: Some(running),
         })
     }
@@ -108,7 +132,7 @@ impl TestControl {
         // Tasks still finishing may hold the store file for a moment.
         let mut last = None;
         for _ in 0..100 {
-            match start_at(&self.data_dir, self.address, &self.tls_san).await {
+            match start_at(&self.data_dir, self.address, &self.tls_san, self.settings).await {
                 Ok(running) => {
                     self.running = Some(running);
                     return Ok(());
@@ -140,6 +164,7 @@ async fn start_at(
     data_dir: &Path,
     listen: SocketAddr,
     tls_san: &[String],
+    settings: ControlSettings,
 ) -> anyhow::Result<RunningControl> {
     Ok(service::start(ControlConfig {
         data_dir: data_dir.to_owned(),
@@ -148,6 +173,8 @@ async fn start_at(
         tls_san: tls_san.to_vec(),
         etcd_servers: Vec::new(),
         scheduler: Some(SchedulerConfig::default()),
+        controllers: settings.controllers,
+        default_tolerations: settings.default_tolerations,
     })
     .await?)
 }

@@ -190,8 +190,23 @@ async fn post_status(
         .await
 }
 
+/// Whether control says the node is not Ready (its node lifecycle
+/// controller marks a node it has not heard from Unknown): then the agent,
+/// which is evidently back, says otherwise at once.
+/// Returns control's status of the node in that case.
+async fn marked_not_ready(nodes: &Api<Node>, name: &str) -> Option<NodeStatus> {
+    let status = nodes.get_status(name).await.ok()?.status?;
+    let marked = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status != "True");
+    marked.then_some(status)
+}
+
 /// Renews the node's Lease every 10 s and posts its status every 5
-/// minutes, until the agent stops.
+/// minutes, or as soon as control has marked the node not Ready, until
+/// the agent stops.
 pub async fn heartbeat(client: kube::Client, config: NodeConfig, node: Node) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
@@ -208,7 +223,12 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, node: Node) {
         if let Err(err) = renew_lease(&leases, &config.name, &owner).await {
             tracing::warn!(%err, "renewing the node lease");
         }
-        if last_status.elapsed() >= STATUS_REPORT {
+        let marked = marked_not_ready(&nodes, &config.name).await;
+        let due = marked.is_some() || last_status.elapsed() >= STATUS_REPORT;
+        if let Some(marked) = marked {
+            previous = Some(marked);
+        }
+        if due {
             match post_status(&nodes, &config, previous.as_ref()).await {
                 Ok(node) => {
                     previous = node.status;

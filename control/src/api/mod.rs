@@ -38,6 +38,7 @@ pub use self::{
     server::{Listeners, serve},
     status::{ApiError, Subject},
 };
+pub use crate::registry::kinds::pod_spec::DefaultTolerations;
 use crate::{
     registry::{Kind, ResourceInfo, kinds},
     store::Store,
@@ -64,11 +65,18 @@ pub fn subject<K: Kind>(name: &str) -> Subject<'_> {
     }
 }
 
-/// Every resource capstan serves.
+/// Every resource capstan serves, with Kubernetes' default admission.
 pub fn resources() -> Vec<Arc<dyn ResourceApi>> {
+    resources_admitting(DefaultTolerations::default())
+}
+
+/// Every resource capstan serves; new pods get `tolerations`.
+fn resources_admitting(tolerations: DefaultTolerations) -> Vec<Arc<dyn ResourceApi>> {
     vec![
         Typed::resource(kinds::core::Namespaces),
-        Typed::resource(kinds::pods::Pods),
+        Typed::resource(kinds::pods::Pods {
+            default_tolerations: tolerations,
+        }),
         Typed::resource(kinds::nodes::Nodes),
         Typed::resource(kinds::services::Services),
         Typed::resource(kinds::core::EndpointsKind),
@@ -104,16 +112,18 @@ impl std::fmt::Debug for ApiState {
 
 impl ApiState {
     pub fn new(store: Arc<dyn Store>, credentials: Credentials) -> Arc<Self> {
-        Self::with_agents(store, credentials, None)
+        Self::with_agents(store, credentials, None, DefaultTolerations::default())
     }
 
-    /// State whose log requests reach agents as `agents`.
+    /// State whose log requests reach agents as `agents`, and whose new
+    /// pods get `tolerations`.
     pub fn with_agents(
         store: Arc<dyn Store>,
         credentials: Credentials,
         agents: Option<AgentClient>,
+        tolerations: DefaultTolerations,
     ) -> Arc<Self> {
-        let resources = resources();
+        let resources = resources_admitting(tolerations);
         let infos = resources.iter().map(|r| r.info()).collect();
         let (openapi, schemas) = openapi::build(&resources);
         let by_route = resources

@@ -1,39 +1,69 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment, endpoints and the garbage
-//! collector. Each keeps its own caches and work queue and runs as one
+//! each. Today: ReplicaSet, Deployment, endpoints, the garbage
+//! collector, namespaces and node lifecycle. Each keeps its own caches and work queue and runs as one
 //! task, so a slow controller never holds another up; the pods, which are
 //! many, are decoded once for the controllers that watch them.
 
 mod deployment;
 mod endpoints;
 mod garbage_collector;
+mod namespace;
+mod node_lifecycle;
 mod pod_view;
 mod replicaset;
 mod work_queue;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
-    core::v1::{Endpoints, Service},
+    coordination::v1::Lease,
+    core::v1::{Endpoints, Namespace, Node, Service},
     discovery::v1::EndpointSlice,
 };
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
     api,
+    events::EventRecorder,
     informer::{self, InformerEvent},
     local_api::LocalApi,
     registry::ResourceInfo,
     store::Store,
 };
 
+/// What the controllers' behaviour depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllersConfig {
+    /// How long a node may go without a heartbeat before it is
+    /// unreachable (kube-controller-manager's --node-monitor-grace-period).
+    pub node_monitor_grace: Duration,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        Self {
+            node_monitor_grace: Duration::from_secs(40),
+        }
+    }
+}
+
+/// Starts every controller with Kubernetes' defaults; see [`spawn_with`].
+pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
+    spawn_with(store, app, token, ControllersConfig::default())
+}
+
 /// Starts every controller, writing as `token` through `app`. They run
 /// until the returned tasks are shut down (before the store can close:
 /// they hold it).
-pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
+pub fn spawn_with(
+    store: Arc<dyn Store>,
+    app: Router,
+    token: &str,
+    config: ControllersConfig,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let api = LocalApi::new(app, token);
     let [pods_for_sets, pods_for_endpoints] = shared_pods(&mut tasks, &store);
@@ -64,7 +94,27 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
         slices,
     ));
 
+    let nodes = informer::spawn::<Node>(&mut tasks, Arc::clone(&store), "/registry/nodes/");
+    let leases = informer::spawn::<Lease>(
+        &mut tasks,
+        Arc::clone(&store),
+        "/registry/leases/kube-node-lease/",
+    );
+    let events = EventRecorder::new(&mut tasks, api.clone(), "node-controller");
+    tasks.spawn(
+        node_lifecycle::NodeLifecycleController::new(
+            api.clone(),
+            events,
+            config.node_monitor_grace,
+        )
+        .run(nodes, leases),
+    );
+
     let kinds: Vec<&'static ResourceInfo> = api::resources().iter().map(|r| r.info()).collect();
+    let namespaces =
+        informer::spawn::<Namespace>(&mut tasks, Arc::clone(&store), "/registry/namespaces/");
+    tasks.spawn(namespace::NamespaceController::new(api.clone(), &kinds).run(namespaces));
+
     let (events, merged) = mpsc::channel(1024);
     for info in &kinds {
         let mut heads = informer::spawn::<garbage_collector::ObjectHead>(

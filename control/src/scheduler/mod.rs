@@ -9,7 +9,7 @@
 
 mod cache;
 pub mod config;
-mod filters;
+pub(crate) mod filters;
 mod node_info;
 mod pod_info;
 mod queue;

@@ -42,6 +42,12 @@ const NODES: usize = 5_000;
 const BACKLOGS: [usize; 2] = [10_000, 50_000];
 const LATENCY_PODS: usize = 1_000;
 const CLIENTS: usize = 16;
+/// The simulated nodes have no agents to renew their Leases: a grace
+/// longer than the run keeps the node lifecycle controller from calling
+/// them unreachable midway.
+const NO_AGENTS: [&str; 2] = ["--node-monitor-grace-period", "1h"];
+const NO_AGENTS_NO_SCHEDULER: [&str; 3] =
+    ["--node-monitor-grace-period", "1h", "--disable-scheduler"];
 
 fn node(name: &str) -> anyhow::Result<Node> {
     Ok(serde_json::from_value(serde_json::json!({
@@ -182,7 +188,7 @@ async fn backlog(
     create_pods(&control.client, &format!("backlog{round}"), count).await?;
     let from = revision(&control.client).await?;
     control.stop()?;
-    let control = ControlProcess::start(data, &[]).await?;
+    let control = ControlProcess::start(data, &NO_AGENTS).await?;
     let bound = bound_times(&control.client, &from, count).await?;
     let first = bound.values().min().copied().context("nothing bound")?;
     let last = bound.values().max().copied().context("nothing bound")?;
@@ -248,7 +254,7 @@ async fn latency(control: &ControlProcess) -> anyhow::Result<Vec<Duration>> {
 
 pub async fn run() -> anyhow::Result<()> {
     let data = tempfile::tempdir_in("/var/tmp")?;
-    let control = ControlProcess::start(data.path(), &["--disable-scheduler"]).await?;
+    let control = ControlProcess::start(data.path(), &NO_AGENTS_NO_SCHEDULER).await?;
     let started = Instant::now();
     create_nodes(&control.client).await?;
     println!(
@@ -260,11 +266,11 @@ pub async fn run() -> anyhow::Result<()> {
     for (round, count) in BACKLOGS.into_iter().enumerate() {
         let (rate, _) = backlog(data.path(), control, round, count).await?;
         rates.push(rate);
-        control = ControlProcess::start(data.path(), &["--disable-scheduler"]).await?;
+        control = ControlProcess::start(data.path(), &NO_AGENTS_NO_SCHEDULER).await?;
     }
     control.stop()?;
 
-    let control = ControlProcess::start(data.path(), &[]).await?;
+    let control = ControlProcess::start(data.path(), &NO_AGENTS).await?;
     let mut latencies = latency(&control).await?;
     let total: usize = BACKLOGS.iter().sum::<usize>() + LATENCY_PODS + 1;
     let rss = rss_mb(control.pid())?;

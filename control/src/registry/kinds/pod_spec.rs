@@ -37,10 +37,29 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     }
 }
 
+/// How long a pod waits on a not-ready or an unreachable node before it
+/// is evicted, unless it says otherwise (kube-apiserver's
+/// --default-not-ready-toleration-seconds and
+/// --default-unreachable-toleration-seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    pub not_ready_seconds: i64,
+    pub unreachable_seconds: i64,
+}
+
+impl Default for DefaultTolerations {
+    fn default() -> Self {
+        Self {
+            not_ready_seconds: 300,
+            unreachable_seconds: 300,
+        }
+    }
+}
+
 /// What Kubernetes' admission adds to a Pod (not to templates): its
 /// service account, priority, service links, and the tolerations that let
-/// it wait 300 s on a not-ready or unreachable node before eviction.
-pub fn admit_pod_spec(spec: &mut PodSpec) {
+/// it wait on a not-ready or unreachable node before eviction.
+pub fn admit_pod_spec(spec: &mut PodSpec, defaults: DefaultTolerations) {
     spec.enable_service_links.get_or_insert(true);
     spec.preemption_policy
         .get_or_insert_with(|| "PreemptLowerPriority".to_owned());
@@ -59,9 +78,12 @@ pub fn admit_pod_spec(spec: &mut PodSpec) {
     }
     spec.service_account = spec.service_account_name.clone();
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", defaults.not_ready_seconds),
+        (
+            "node.kubernetes.io/unreachable",
+            defaults.unreachable_seconds,
+        ),
     ] {
         if !tolerations
             .iter()
@@ -71,7 +93,7 @@ pub fn admit_pod_spec(spec: &mut PodSpec) {
                 key: Some(key.to_owned()),
                 operator: Some("Exists".to_owned()),
                 effect: Some("NoExecute".to_owned()),
-                toleration_seconds: Some(300),
+                toleration_seconds: Some(seconds),
                 value: None,
             });
         }
@@ -338,7 +360,7 @@ mod tests {
             spec.tolerations.is_none(),
             "templates get no admission defaults"
         );
-        admit_pod_spec(&mut spec);
+        admit_pod_spec(&mut spec, DefaultTolerations::default());
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
         assert_eq!(spec.termination_grace_period_seconds, Some(30));
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));

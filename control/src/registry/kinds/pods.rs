@@ -9,14 +9,16 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use super::pod_spec::{admit_pod_spec, default_pod_spec, validate_pod_spec};
+use super::pod_spec::{DefaultTolerations, admit_pod_spec, default_pod_spec, validate_pod_spec};
 use crate::registry::{
     Deletion, FieldError, Kind, ResourceInfo, Subresource, status,
     table::{AGE, Column, NAME, age, or_none},
 };
 
-#[derive(Debug, Clone)]
-pub struct Pods;
+#[derive(Debug, Clone, Default)]
+pub struct Pods {
+    pub default_tolerations: DefaultTolerations,
+}
 
 const UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
@@ -54,7 +56,7 @@ impl Kind for Pods {
     fn default(&self, pod: &mut Pod) {
         if let Some(spec) = pod.spec.as_mut() {
             default_pod_spec(spec);
-            admit_pod_spec(spec);
+            admit_pod_spec(spec, self.default_tolerations);
         }
     }
 
@@ -392,8 +394,15 @@ mod tests {
         let old = pod(Vec::new());
         let mut new = old.clone();
         new.spec.as_mut().unwrap().containers[0].image = Some("nginx:2".into());
-        assert!(Pods.validate_update(&new, &old).is_empty());
+        assert!(
+            <Pods as Default>::default()
+                .validate_update(&new, &old)
+                .is_empty()
+        );
         new.spec.as_mut().unwrap().containers[0].name = "renamed".into();
-        assert_eq!(Pods.validate_update(&new, &old)[0].field, "spec");
+        assert_eq!(
+            <Pods as Default>::default().validate_update(&new, &old)[0].field,
+            "spec"
+        );
     }
 }

@@ -1,0 +1,213 @@
+//! The namespace controller: a namespace being deleted (Terminating, its
+//! `kubernetes` finalizer still there) is emptied, every namespaced kind
+//! deleted by collection, and once nothing is left in it (pods wait for
+//! their agents) the finalizer is removed through `finalize`, which lets
+//! the API remove the namespace. While content remains, the namespace's
+//! conditions say what is left, as Kubernetes' do.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::http::Method;
+use k8s_openapi::api::core::v1::Namespace;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::work_queue::WorkQueue;
+use crate::{
+    api::now,
+    informer::InformerEvent,
+    local_api::{LocalApi, LocalApiError},
+    registry::ResourceInfo,
+};
+
+/// The finalizer this controller owns.
+const FINALIZER: &str = "kubernetes";
+/// How soon a namespace with content left is looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+pub struct NamespaceController {
+    api: LocalApi,
+    kinds: Vec<&'static ResourceInfo>,
+    namespaces: HashMap<String, Namespace>,
+    queue: WorkQueue,
+    listed: bool,
+}
+
+fn collection_path(info: &ResourceInfo, namespace: &str) -> String {
+    let base = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    format!("{base}/namespaces/{namespace}/{}", info.plural)
+}
+
+fn is_deleting(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        && namespace
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+impl NamespaceController {
+    /// A controller emptying namespaces of `kinds` (the namespaced ones
+    /// are used).
+    pub fn new(api: LocalApi, kinds: &[&'static ResourceInfo]) -> Self {
+        Self {
+            api,
+            kinds: kinds.iter().copied().filter(|k| k.namespaced).collect(),
+            namespaces: HashMap::new(),
+            queue: WorkQueue::default(),
+            listed: false,
+        }
+    }
+
+    pub async fn run(mut self, mut namespaces: mpsc::Receiver<InformerEvent<Namespace>>) {
+        loop {
+            if self.listed
+                && let Some(name) = self.queue.pop()
+            {
+                let outcome = self.reconcile(&name).await;
+                self.queue.finish(name, outcome);
+                continue;
+            }
+            let wake = self.queue.wake_at();
+            tokio::select! {
+                event = namespaces.recv() => match event {
+                    Some(event) => self.on_namespace(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn on_namespace(&mut self, event: InformerEvent<Namespace>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.listed = true;
+                self.namespaces.clear();
+                for namespace in all {
+                    self.on_namespace(InformerEvent::Applied(namespace));
+                }
+            }
+            InformerEvent::Applied(namespace) => {
+                let name = namespace.metadata.name.clone().unwrap_or_default();
+                if is_deleting(&namespace) {
+                    self.queue.add(name.clone());
+                }
+                self.namespaces.insert(name, namespace);
+            }
+            InformerEvent::Deleted(namespace) => {
+                self.namespaces
+                    .remove(namespace.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
+    async fn reconcile(&mut self, name: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(namespace) = self.namespaces.get(name).cloned() else {
+            return Ok(None);
+        };
+        if !is_deleting(&namespace) {
+            return Ok(None);
+        }
+        let mut remaining: Vec<(&'static ResourceInfo, usize)> = Vec::new();
+        for &info in &self.kinds {
+            let path = collection_path(info, name);
+            let options = json!({
+                "apiVersion": "v1", "kind": "DeleteOptions",
+                "propagationPolicy": "Background",
+            });
+            self.api
+                .send(Method::DELETE, &path, "application/json", &options)
+                .await?;
+            let left = self
+                .api
+                .send(Method::GET, &path, "application/json", &Value::Null)
+                .await?;
+            let count = left["items"].as_array().map_or(0, Vec::len);
+            if count > 0 {
+                remaining.push((info, count));
+            }
+        }
+        if !remaining.is_empty() {
+            self.report_remaining(&namespace, &remaining).await?;
+            return Ok(Some(RECHECK));
+        }
+        let mut finalized = namespace;
+        if let Some(finalizers) = finalized.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
+            finalizers.retain(|f| f != FINALIZER);
+        }
+        self.api
+            .send_if_exists(
+                Method::PUT,
+                &format!("/api/v1/namespaces/{name}/finalize"),
+                "application/json",
+                &json!(finalized),
+            )
+            .await?;
+        tracing::info!(namespace = name, "namespace emptied and finalized");
+        Ok(None)
+    }
+
+    /// Sets the NamespaceContentRemaining condition to what is left.
+    async fn report_remaining(
+        &self,
+        namespace: &Namespace,
+        remaining: &[(&ResourceInfo, usize)],
+    ) -> Result<(), LocalApiError> {
+        let left = remaining
+            .iter()
+            .map(|(info, count)| {
+                format!(
+                    "{}.{} has {count} resource instances",
+                    info.plural, info.group
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = format!("Some resources are remaining: {left}");
+        let conditions = namespace
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref());
+        let unchanged = conditions.is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "NamespaceContentRemaining" && c.message.as_deref() == Some(&message)
+            })
+        });
+        if unchanged {
+            return Ok(());
+        }
+        let condition = json!({
+            "type": "NamespaceContentRemaining",
+            "status": "True",
+            "reason": "SomeResourcesRemain",
+            "message": message,
+            "lastTransitionTime": now(),
+        });
+        let mut others: Vec<Value> = conditions
+            .into_iter()
+            .flatten()
+            .filter(|c| c.type_ != "NamespaceContentRemaining")
+            .map(|c| json!(c))
+            .collect();
+        others.push(condition);
+        let patch = json!({ "status": { "conditions": others } });
+        self.api
+            .send_if_exists(
+                Method::PATCH,
+                &format!(
+                    "/api/v1/namespaces/{}/status",
+                    namespace.metadata.name.as_deref().unwrap_or_default()
+                ),
+                "application/merge-patch+json",
+                &patch,
+            )
+            .await
+            .map(drop)
+    }
+}
