@@ -10,6 +10,7 @@ use std::sync::{
 };
 
 use axum::http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
@@ -26,6 +27,19 @@ pub struct Involved<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub uid: &'a str,
+}
+
+impl<'a> Involved<'a> {
+    /// The object of kind `kind` with metadata `meta`.
+    pub fn of(api_version: &'a str, kind: &'a str, meta: &'a ObjectMeta) -> Self {
+        Self {
+            api_version,
+            kind,
+            namespace: meta.namespace.as_deref().unwrap_or_default(),
+            name: meta.name.as_deref().unwrap_or_default(),
+            uid: meta.uid.as_deref().unwrap_or_default(),
+        }
+    }
 }
 
 /// Writes events as one component (the `source` kubectl shows).

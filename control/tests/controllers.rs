@@ -69,6 +69,24 @@ impl Cluster {
         .await
     }
 
+    /// Waits for an event about a `kind` with `reason` and `message`.
+    async fn event_says(&self, kind: &str, reason: &str, message: &str) {
+        self.eventually(&format!("a {reason} event: {message}"), async || {
+            let (_, events) = self.api.get("/api/v1/namespaces/default/events").await;
+            events["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["involvedObject"]["kind"] == kind
+                        && e["reason"] == reason
+                        && e["message"] == message
+                })
+                .then_some(())
+        })
+        .await;
+    }
+
     async fn status_is(&self, field: &str, value: i64) {
         self.eventually(&format!("status.{field} = {value}"), async || {
             let (_, rs) = self.api.get(&format!("{SETS}/web")).await;
@@ -114,6 +132,14 @@ async fn a_replica_set_keeps_scales_and_replaces_its_pods() {
     cluster.status_is("replicas", 3).await;
     cluster.status_is("fullyLabeledReplicas", 3).await;
     cluster.status_is("observedGeneration", 1).await;
+    let first = pods[0]["metadata"]["name"].as_str().unwrap();
+    cluster
+        .event_says(
+            "ReplicaSet",
+            "SuccessfulCreate",
+            &format!("Created pod: {first}"),
+        )
+        .await;
 
     let (code, _) = cluster
         .api
@@ -341,6 +367,13 @@ async fn a_deployment_rolls_within_its_bounds_rolls_back_and_reports_a_stalled_r
         "first"
     );
     assert_eq!(sets[0].0, 1);
+    cluster
+        .event_says(
+            "Deployment",
+            "ScalingReplicaSet",
+            &format!("Scaled up replica set web-{hash} from 0 to 6"),
+        )
+        .await;
 
     // Roll to v2, sampling that at least 5 pods stay ready and never more
     // than 7 exist.

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::{object_key, work_queue::WorkQueue};
 use crate::{
+    events::{EventRecorder, Involved},
     informer::InformerEvent,
     labels::Selector,
     local_api::{LocalApi, LocalApiError},
@@ -45,6 +46,7 @@ const NOT_COPIED: [&str; 4] = [
 
 pub struct DeploymentController {
     api: LocalApi,
+    events: EventRecorder,
     deployments: HashMap<String, Arc<Deployment>>,
     sets: HashMap<String, Arc<ReplicaSet>>,
     queue: WorkQueue,
@@ -156,9 +158,10 @@ fn surge_and_unavailable(deployment: &Deployment) -> (i32, i32) {
 }
 
 impl DeploymentController {
-    pub fn new(api: LocalApi) -> Self {
+    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
         Self {
             api,
+            events,
             deployments: HashMap::new(),
             sets: HashMap::new(),
             queue: WorkQueue::default(),
@@ -439,6 +442,14 @@ impl DeploymentController {
             .api
             .send(Method::PATCH, &path, "application/merge-patch+json", &patch)
             .await?;
+        let from = replicas(set);
+        let direction = if to > from { "up" } else { "down" };
+        self.events.record(
+            Involved::of("apps/v1", "Deployment", &deployment.metadata),
+            "Normal",
+            "ScalingReplicaSet",
+            &format!("Scaled {direction} replica set {name} from {from} to {to}"),
+        );
         if let Ok(set) = serde_json::from_value::<ReplicaSet>(updated) {
             self.sets
                 .insert(object_key(Some(namespace), Some(name)), Arc::new(set));

@@ -70,13 +70,16 @@ pub fn spawn_with(
 
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
-    tasks.spawn(replicaset::ReplicaSetController::new(api.clone()).run(sets, pods_for_sets));
+    let events = EventRecorder::new(&mut tasks, api.clone(), "replicaset-controller");
+    tasks
+        .spawn(replicaset::ReplicaSetController::new(api.clone(), events).run(sets, pods_for_sets));
 
     let deployments =
         informer::spawn::<Deployment>(&mut tasks, Arc::clone(&store), "/registry/deployments/");
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
-    tasks.spawn(deployment::DeploymentController::new(api.clone()).run(deployments, sets));
+    let events = EventRecorder::new(&mut tasks, api.clone(), "deployment-controller");
+    tasks.spawn(deployment::DeploymentController::new(api.clone(), events).run(deployments, sets));
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");

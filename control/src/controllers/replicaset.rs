@@ -22,6 +22,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 
 use super::{object_key, pod_view::Pod, work_queue::WorkQueue};
 use crate::{
+    events::{EventRecorder, Involved},
     informer::InformerEvent,
     labels::Selector,
     local_api::{LocalApi, LocalApiError},
@@ -42,6 +43,7 @@ struct Expectation {
 
 pub struct ReplicaSetController {
     api: LocalApi,
+    events: EventRecorder,
     sets: HashMap<String, Arc<ReplicaSet>>,
     pods: HashMap<String, Arc<Pod>>,
     queue: WorkQueue,
@@ -75,9 +77,10 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 }
 
 impl ReplicaSetController {
-    pub fn new(api: LocalApi) -> Self {
+    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
         Self {
             api,
+            events,
             sets: HashMap::new(),
             pods: HashMap::new(),
             queue: WorkQueue::default(),
@@ -305,7 +308,7 @@ impl ReplicaSetController {
             if diff < 0 {
                 self.create_pods(key, &rs, (-diff) as usize).await?;
             } else if diff > 0 {
-                self.delete_pods(key, &active, diff as usize).await?;
+                self.delete_pods(key, &rs, &active, diff as usize).await?;
             }
         }
         self.write_status(&rs, &active).await
@@ -371,8 +374,25 @@ impl ReplicaSetController {
             let mut failure = None;
             while let Some(result) = calls.join_next().await {
                 match result {
-                    Ok(Ok(_)) => created += 1,
-                    Ok(Err(err)) => failure = Some(err),
+                    Ok(Ok(pod)) => {
+                        created += 1;
+                        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                        self.event(
+                            rs,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        );
+                    }
+                    Ok(Err(err)) => {
+                        self.event(
+                            rs,
+                            "Warning",
+                            "FailedCreate",
+                            &format!("Error creating: {}", err.message),
+                        );
+                        failure = Some(err);
+                    }
                     Err(err) => {
                         failure = Some(LocalApiError {
                             code: 0,
@@ -392,9 +412,15 @@ impl ReplicaSetController {
         Ok(())
     }
 
+    fn event(&self, rs: &ReplicaSet, kind: &str, reason: &str, message: &str) {
+        let about = Involved::of("apps/v1", "ReplicaSet", &rs.metadata);
+        self.events.record(about, kind, reason, message);
+    }
+
     async fn delete_pods(
         &mut self,
         key: &str,
+        rs: &ReplicaSet,
         active: &[Arc<Pod>],
         count: usize,
     ) -> Result<(), LocalApiError> {
@@ -412,20 +438,29 @@ impl ReplicaSetController {
         let mut calls = JoinSet::new();
         for pod in ranked.into_iter().take(count) {
             let api = self.api.clone();
+            let name = pod.metadata.name.clone().unwrap_or_default();
             let path = format!(
-                "/api/v1/namespaces/{}/pods/{}",
+                "/api/v1/namespaces/{}/pods/{name}",
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
             );
             calls.spawn(async move {
-                api.send(Method::DELETE, &path, "application/json", &Value::Null)
-                    .await
+                let deleted = api
+                    .send(Method::DELETE, &path, "application/json", &Value::Null)
+                    .await;
+                deleted.map(|_| name)
             });
         }
         let mut failure = None;
         while let Some(result) = calls.join_next().await {
             match result {
-                Ok(Ok(_)) => {}
+                Ok(Ok(name)) => {
+                    self.event(
+                        rs,
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {name}"),
+                    );
+                }
                 Ok(Err(err)) if err.code == 404 => self.observed(key, 0, -1),
                 Ok(Err(err)) => {
                     self.observed(key, 0, -1);

@@ -85,26 +85,6 @@ fn status_heartbeat(node: &Node) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
-fn node_involved(node: &Node) -> Involved<'_> {
-    Involved {
-        api_version: "v1",
-        kind: "Node",
-        namespace: "",
-        name: node.metadata.name.as_deref().unwrap_or_default(),
-        uid: node.metadata.uid.as_deref().unwrap_or_default(),
-    }
-}
-
-fn pod_involved(pod: &Pod) -> Involved<'_> {
-    Involved {
-        api_version: "v1",
-        kind: "Pod",
-        namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
-        name: pod.metadata.name.as_deref().unwrap_or_default(),
-        uid: pod.metadata.uid.as_deref().unwrap_or_default(),
-    }
-}
-
 /// The agent's conditions as they stand once it has gone silent.
 fn silent_conditions(node: &Node, now: Timestamp) -> Vec<NodeCondition> {
     let mut conditions = node
@@ -321,7 +301,7 @@ impl NodeLifecycleController {
             "no heartbeat within the grace period: node unreachable"
         );
         self.events.record(
-            node_involved(node),
+            Involved::of("v1", "Node", &node.metadata),
             "Normal",
             "NodeNotReady",
             &format!("Node {name} status is now: NodeNotReady"),
@@ -352,7 +332,7 @@ impl NodeLifecycleController {
                 )
                 .await?;
             self.events.record(
-                pod_involved(&pod),
+                Involved::of("v1", "Pod", &pod.metadata),
                 "Warning",
                 "NodeNotReady",
                 "Node is not ready",
@@ -408,7 +388,7 @@ impl NodeLifecycleController {
                 Err(err) => return Err(err),
             }
             self.events.record(
-                pod_involved(&pod),
+                Involved::of("v1", "Pod", &pod.metadata),
                 "Normal",
                 "TaintManagerEviction",
                 &format!(
