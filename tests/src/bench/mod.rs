@@ -4,6 +4,7 @@
 
 pub mod api;
 mod control_process;
+pub mod controllers;
 pub mod pod_start;
 pub mod scheduler;
 mod simulated_nodes;
