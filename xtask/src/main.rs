@@ -38,9 +38,9 @@ enum Task {
     Test(test::TestArgs),
     /// Run a single-node cluster on this host until Ctrl-C.
     Up(up::UpArgs),
-    /// Run a benchmark beside its peer (store, api, scheduler, pod-start).
+    /// Run a benchmark beside its peer (store, api, scheduler, controllers, pod-start).
     Bench {
-        /// Which benchmark: store, api, scheduler, pod-start.
+        /// Which benchmark: store, api, scheduler, controllers, pod-start.
         name: String,
     },
 }

@@ -114,3 +114,21 @@ pub fn rss_mb(pid: u32) -> anyhow::Result<f64> {
         .parse()?;
     Ok(kb / 1024.0)
 }
+
+/// CPU time `pid` has used so far, user and system, all threads, in
+/// seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its
+    // closing parenthesis start at field 3, state, so utime (14) and
+    // stime (15) are the 12th and 13th.
+    let rest = stat.rsplit_once(')').context("no command name")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<u64>()? as f64)
+    };
+    // SAFETY: sysconf reads a configuration value and touches no memory.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    anyhow::ensure!(per_second > 0, "no clock tick rate");
+    Ok((ticks(11)? + ticks(12)?) / per_second as f64)
+}

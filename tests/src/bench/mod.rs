@@ -4,11 +4,19 @@
 
 pub mod api;
 mod control_process;
+pub mod controllers;
 pub mod pod_start;
 pub mod scheduler;
+mod simulated_nodes;
 pub mod store;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 /// The median of `samples` (sorted in place).
 pub fn median(samples: &mut [f64]) -> f64 {
@@ -33,6 +41,33 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Runs `work(i)` for i in 0..count on `clients` concurrent workers.
+pub async fn in_parallel<F, Fut>(clients: usize, count: usize, work: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, work) = (Arc::clone(&next), work.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return anyhow::Ok(());
+                    }
+                    work(i).await?;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,15 +27,15 @@ use std::{
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
-    api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+    api::{ListParams, PostParams, WatchEvent, WatchParams},
 };
 
 use super::{
     control_process::{ControlProcess, rss_mb},
-    millis, percentile,
+    in_parallel, millis, percentile, simulated_nodes,
 };
 
 const NODES: usize = 5_000;
@@ -49,24 +49,6 @@ const NO_AGENTS: [&str; 2] = ["--node-monitor-grace-period", "1h"];
 const NO_AGENTS_NO_SCHEDULER: [&str; 3] =
     ["--node-monitor-grace-period", "1h", "--disable-scheduler"];
 
-fn node(name: &str) -> anyhow::Result<Node> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": { "name": name, "labels": {
-            "kubernetes.io/hostname": name,
-            "topology.kubernetes.io/zone": format!("zone-{}", name.len() % 3),
-        } },
-    }))?)
-}
-
-fn node_status() -> serde_json::Value {
-    let resources = serde_json::json!({ "cpu": "32", "memory": "128Gi", "pods": "110" });
-    serde_json::json!({ "status": {
-        "capacity": resources, "allocatable": resources,
-        "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady" }],
-    } })
-}
-
 fn pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -78,53 +60,10 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-/// Runs `work(i)` for i in 0..count on `CLIENTS` concurrent workers.
-async fn in_parallel<F, Fut>(count: usize, work: F) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (next, work) = (Arc::clone(&next), work.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return anyhow::Ok(());
-                    }
-                    work(i).await?;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await??;
-    }
-    Ok(())
-}
-
-async fn create_nodes(client: &Client) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    in_parallel(NODES, move |i| {
-        let nodes = nodes.clone();
-        async move {
-            let name = format!("node-{i:05}");
-            nodes.create(&PostParams::default(), &node(&name)?).await?;
-            nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(node_status()))
-                .await?;
-            Ok(())
-        }
-    })
-    .await
-}
-
 async fn create_pods(client: &Client, prefix: &str, count: usize) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let prefix = prefix.to_owned();
-    in_parallel(count, move |i| {
+    in_parallel(CLIENTS, count, move |i| {
         let (pods, prefix) = (pods.clone(), prefix.clone());
         async move {
             pods.create(&PostParams::default(), &pod(&format!("{prefix}-{i:05}"))?)
@@ -256,7 +195,7 @@ pub async fn run() -> anyhow::Result<()> {
     let data = tempfile::tempdir_in("/var/tmp")?;
     let control = ControlProcess::start(data.path(), &NO_AGENTS_NO_SCHEDULER).await?;
     let started = Instant::now();
-    create_nodes(&control.client).await?;
+    simulated_nodes::create(&control.client, NODES, CLIENTS).await?;
     println!(
         "{NODES} nodes created and Ready in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -8,9 +8,12 @@ async fn main() -> anyhow::Result<()> {
         Some("store") => capstan_tests::bench::store::run().await,
         Some("api") => capstan_tests::bench::api::run().await,
         Some("scheduler") => capstan_tests::bench::scheduler::run().await,
+        Some("controllers") => capstan_tests::bench::controllers::run().await,
         Some("pod-start") => {
             tokio::task::spawn_blocking(capstan_tests::bench::pod_start::run).await?
         }
-        other => bail!("unknown benchmark {other:?}; known: store, api, scheduler, pod-start"),
+        other => bail!(
+            "unknown benchmark {other:?}; known: store, api, scheduler, controllers, pod-start"
+        ),
     }
 }
