@@ -270,7 +270,7 @@ async fn check(client: &Client) -> anyhow::Result<usize> {
 
 pub async fn run() -> anyhow::Result<()> {
     let data = tempfile::tempdir_in("/var/tmp")?;
-    let control = ControlProcess::start(data.path(), &[]).await?;
+    let control = ControlProcess::start(data.path(), &simulated_nodes::NO_AGENTS).await?;
     let client = control.client.clone();
     let started = Instant::now();
     simulated_nodes::create(&client, NODES, CLIENTS).await?;

@@ -35,19 +35,15 @@ use kube::{
 
 use super::{
     control_process::{ControlProcess, rss_mb},
-    in_parallel, millis, percentile, simulated_nodes,
+    in_parallel, millis, percentile,
+    simulated_nodes::{self, NO_AGENTS},
 };
 
 const NODES: usize = 5_000;
 const BACKLOGS: [usize; 2] = [10_000, 50_000];
 const LATENCY_PODS: usize = 1_000;
 const CLIENTS: usize = 16;
-/// The simulated nodes have no agents to renew their Leases: a grace
-/// longer than the run keeps the node lifecycle controller from calling
-/// them unreachable midway.
-const NO_AGENTS: [&str; 2] = ["--node-monitor-grace-period", "1h"];
-const NO_AGENTS_NO_SCHEDULER: [&str; 3] =
-    ["--node-monitor-grace-period", "1h", "--disable-scheduler"];
+const NO_AGENTS_NO_SCHEDULER: [&str; 3] = [NO_AGENTS[0], NO_AGENTS[1], "--disable-scheduler"];
 
 fn pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
