@@ -147,6 +147,20 @@ impl TestCluster {
         self.agents[usize::from(n) - 1].restart(self.net.host(n))
     }
 
+    /// Stops host `n` as far as the cluster can tell: its agent killed and
+    /// its containerd stopped.
+    pub fn stop_node(&mut self, n: u8) -> anyhow::Result<()> {
+        self.kill_agent(n)?;
+        self.net.host_mut(n).stop_containerd();
+        Ok(())
+    }
+
+    /// Brings host `n` back: containerd, then its agent, on their state.
+    pub fn start_node(&mut self, n: u8) -> anyhow::Result<()> {
+        self.net.host_mut(n).start_containerd()?;
+        self.start_agent(n)
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }
@@ -169,7 +183,7 @@ impl TestCluster {
             .join("\n----\n")
     }
 
-    async fn wait_node_ready(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn wait_node_ready(&self, name: &str) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         self.eventually(
             Duration::from_secs(30),

@@ -185,6 +185,12 @@ impl TestHost {
         Ok(self.containerd.insert(daemon))
     }
 
+    /// Stops this host's containerd (its shims, and so its containers,
+    /// keep running, as after a containerd crash).
+    pub fn stop_containerd(&mut self) {
+        self.containerd = None;
+    }
+
     /// The socket of this host's containerd ([`Self::start_containerd`]).
     pub fn containerd_socket(&self) -> anyhow::Result<PathBuf> {
         let daemon = self
