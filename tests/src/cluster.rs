@@ -20,6 +20,15 @@ use crate::{
     control::{ControlSettings, TestControl, succeeded},
 };
 
+/// How a test cluster starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterSettings {
+    pub control: ControlSettings,
+    /// Only hosts 1 to this one get an agent at start; the others join
+    /// later ([`TestCluster::join_node`]). None: every host.
+    pub agents_at_start: Option<u8>,
+}
+
 /// Control and agents; dropped agents first, the network last.
 pub struct TestCluster {
     pub agents: Vec<TestAgent>,
@@ -46,11 +55,11 @@ impl TestCluster {
     where
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
     {
-        Self::run_with(net, ControlSettings::default(), test);
+        Self::run_with(net, ClusterSettings::default(), test);
     }
 
-    /// As [`Self::run`], with control started with `settings`.
-    pub fn run_with<F>(net: TestNet, settings: ControlSettings, test: F)
+    /// As [`Self::run`], started with `settings`.
+    pub fn run_with<F>(net: TestNet, settings: ClusterSettings, test: F)
     where
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()> + Send + 'static,
     {
@@ -72,10 +81,10 @@ impl TestCluster {
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        Self::try_run_with(net, ControlSettings::default(), work)
+        Self::try_run_with(net, ClusterSettings::default(), work)
     }
 
-    fn try_run_with<F, T>(net: TestNet, settings: ControlSettings, work: F) -> anyhow::Result<T>
+    fn try_run_with<F, T>(net: TestNet, settings: ClusterSettings, work: F) -> anyhow::Result<T>
     where
         F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
@@ -102,17 +111,20 @@ impl TestCluster {
         }
     }
 
-    /// Control on host 1 and an agent on every host of `net`. Call on
-    /// [`Self::runtime`].
-    pub async fn start(mut net: TestNet, settings: ControlSettings) -> anyhow::Result<Self> {
-        let hosts = net.hosts();
-        for n in 1..=hosts {
+    /// Control on host 1 and an agent on every host of `net` (or the
+    /// first `settings.agents_at_start`). Call on [`Self::runtime`].
+    pub async fn start(mut net: TestNet, settings: ClusterSettings) -> anyhow::Result<Self> {
+        let hosts = settings.agents_at_start.unwrap_or(net.hosts());
+        for n in 1..=net.hosts() {
             net.host_mut(n).start_containerd()?;
             import_test_images(&net, n).await?;
         }
-        let control =
-            TestControl::start_on_host(net.instance(), net.host(1).address().into(), settings)
-                .await?;
+        let control = TestControl::start_on_host(
+            net.instance(),
+            net.host(1).address().into(),
+            settings.control,
+        )
+        .await?;
         let mut agents = Vec::new();
         for n in 1..=hosts {
             agents.push(TestAgent::start(net.host(n), &control, net.host(1))?);
@@ -145,6 +157,17 @@ impl TestCluster {
     /// Starts the agent of host `n` again on its state.
     pub fn start_agent(&mut self, n: u8) -> anyhow::Result<()> {
         self.agents[usize::from(n) - 1].restart(self.net.host(n))
+    }
+
+    /// Starts the agent of host `n`, the next without one, and waits
+    /// until its node is Ready.
+    pub async fn join_node(&mut self, n: u8) -> anyhow::Result<()> {
+        if usize::from(n) != self.agents.len() + 1 {
+            bail!("host {n} is not the next to join");
+        }
+        let agent = TestAgent::start(self.net.host(n), &self.control, self.net.host(1))?;
+        self.agents.push(agent);
+        self.wait_node_ready(self.net.host(n).name()).await
     }
 
     /// Stops host `n` as far as the cluster can tell: its agent killed and

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use capstan_agent::pod::labels::POD_UID;
 use capstan_control::{api::DefaultTolerations, controllers::ControllersConfig};
 use capstan_tests::{
-    TestNet, artifacts::TESTAPP_IMAGE, cluster::TestCluster, control::ControlSettings,
+    TestNet,
+    artifacts::TESTAPP_IMAGE,
+    cluster::{ClusterSettings, TestCluster},
+    control::ControlSettings,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
@@ -62,14 +65,17 @@ async fn web_pods(pods: &Api<Pod>) -> Vec<Pod> {
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn failed_containers_pods_and_nodes_are_replaced_on_real_agents() {
-    let settings = ControlSettings {
-        controllers: ControllersConfig {
-            node_monitor_grace: GRACE,
+    let settings = ClusterSettings {
+        control: ControlSettings {
+            controllers: ControllersConfig {
+                node_monitor_grace: GRACE,
+            },
+            default_tolerations: DefaultTolerations {
+                not_ready_seconds: TOLERATION_SECONDS,
+                unreachable_seconds: TOLERATION_SECONDS,
+            },
         },
-        default_tolerations: DefaultTolerations {
-            not_ready_seconds: TOLERATION_SECONDS,
-            unreachable_seconds: TOLERATION_SECONDS,
-        },
+        agents_at_start: None,
     };
     TestCluster::run_with(TestNet::new(3).unwrap(), settings, async |cluster| {
         cluster
