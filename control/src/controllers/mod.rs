@@ -1,22 +1,23 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment, endpoints and the garbage
-//! collector. Each keeps its own caches and work queue and runs as one
-//! task, so a slow controller never holds another up; the pods, which are
-//! many, are decoded once for the controllers that watch them.
+//! each. Today: ReplicaSet, Deployment, StatefulSet, endpoints and the
+//! garbage collector. Each keeps its own caches and work queue and runs as
+//! one task, so a slow controller never holds another up; the pods, which
+//! are many, are decoded once for the controllers that watch them.
 
 mod deployment;
 mod endpoints;
 mod garbage_collector;
 mod pod_view;
 mod replicaset;
+mod statefulset;
 mod work_queue;
 
 use std::sync::Arc;
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
+    apps::v1::{Deployment, ReplicaSet, StatefulSet},
     core::v1::{Endpoints, Service},
     discovery::v1::EndpointSlice,
 };
@@ -24,6 +25,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
     api,
+    events::EventRecorder,
     informer::{self, InformerEvent},
     local_api::LocalApi,
     registry::ResourceInfo,
@@ -36,7 +38,8 @@ use crate::{
 pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let api = LocalApi::new(app, token);
-    let [pods_for_sets, pods_for_endpoints] = shared_pods(&mut tasks, &store);
+    let [pods_for_sets, pods_for_endpoints, pods_for_stateful_sets] =
+        shared_pods(&mut tasks, &store);
 
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
@@ -47,6 +50,14 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     tasks.spawn(deployment::DeploymentController::new(api.clone()).run(deployments, sets));
+
+    let stateful_sets =
+        informer::spawn::<StatefulSet>(&mut tasks, Arc::clone(&store), "/registry/statefulsets/");
+    let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
+    tasks.spawn(
+        statefulset::StatefulSetController::new(api.clone(), events)
+            .run(stateful_sets, pods_for_stateful_sets),
+    );
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
