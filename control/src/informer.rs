@@ -17,7 +17,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 use crate::store::{Event, KeyValue, ListOptions, Revision, Store, StoreError};
 
 /// What an informer tells its consumer, in store order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum InformerEvent<T> {
     /// Everything under the prefix at one revision; replaces all before.
     Listed(Vec<T>),

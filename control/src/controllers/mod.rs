@@ -1,9 +1,10 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment, endpoints, the garbage
-//! collector, namespaces and node lifecycle. Each keeps its own caches and work queue and runs as one
-//! task, so a slow controller never holds another up; the pods, which are
-//! many, are decoded once for the controllers that watch them.
+//! each. Today: ReplicaSet, Deployment, StatefulSet, endpoints, the
+//! garbage collector, namespaces and node lifecycle. Each keeps its own
+//! caches and work queue and runs as one task, so a slow controller never
+//! holds another up; the pods, which are many, are decoded once for the
+//! controllers that watch them.
 
 mod deployment;
 mod endpoints;
@@ -12,13 +13,14 @@ mod namespace;
 mod node_lifecycle;
 mod pod_view;
 mod replicaset;
+mod statefulset;
 mod work_queue;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
+    apps::v1::{Deployment, ReplicaSet, StatefulSet},
     coordination::v1::Lease,
     core::v1::{Endpoints, Namespace, Node, Service},
     discovery::v1::EndpointSlice,
@@ -66,7 +68,8 @@ pub fn spawn_with(
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let api = LocalApi::new(app, token);
-    let [pods_for_sets, pods_for_endpoints] = shared_pods(&mut tasks, &store);
+    let [pods_for_sets, pods_for_endpoints, pods_for_stateful_sets] =
+        shared_pods(&mut tasks, &store);
 
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
@@ -80,6 +83,14 @@ pub fn spawn_with(
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     let events = EventRecorder::new(&mut tasks, api.clone(), "deployment-controller");
     tasks.spawn(deployment::DeploymentController::new(api.clone(), events).run(deployments, sets));
+
+    let stateful_sets =
+        informer::spawn::<StatefulSet>(&mut tasks, Arc::clone(&store), "/registry/statefulsets/");
+    let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
+    tasks.spawn(
+        statefulset::StatefulSetController::new(api.clone(), events)
+            .run(stateful_sets, pods_for_stateful_sets),
+    );
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
@@ -149,40 +160,30 @@ fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
 
 type PodEvents = mpsc::Receiver<InformerEvent<Arc<pod_view::Pod>>>;
 
-/// One informer of the pods, its events handed to two controllers.
-fn shared_pods(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; 2] {
+/// One informer of the pods, its events handed to `N` controllers.
+fn shared_pods<const N: usize>(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; N] {
     let mut pods = informer::spawn::<pod_view::Pod>(tasks, Arc::clone(store), "/registry/pods/");
-    let (first, first_rx) = mpsc::channel(1024);
-    let (second, second_rx) = mpsc::channel(1024);
+    let mut senders = Vec::with_capacity(N);
+    let receivers = std::array::from_fn(|_| {
+        let (sender, receiver) = mpsc::channel(1024);
+        senders.push(sender);
+        receiver
+    });
     tasks.spawn(async move {
         while let Some(event) = pods.recv().await {
-            let (a, b) = match event {
+            let event = match event {
                 InformerEvent::Listed(all) => {
-                    let all: Vec<Arc<pod_view::Pod>> = all.into_iter().map(Arc::new).collect();
-                    (
-                        InformerEvent::Listed(all.clone()),
-                        InformerEvent::Listed(all),
-                    )
+                    InformerEvent::Listed(all.into_iter().map(Arc::new).collect())
                 }
-                InformerEvent::Applied(pod) => {
-                    let pod = Arc::new(pod);
-                    (
-                        InformerEvent::Applied(Arc::clone(&pod)),
-                        InformerEvent::Applied(pod),
-                    )
-                }
-                InformerEvent::Deleted(pod) => {
-                    let pod = Arc::new(pod);
-                    (
-                        InformerEvent::Deleted(Arc::clone(&pod)),
-                        InformerEvent::Deleted(pod),
-                    )
-                }
+                InformerEvent::Applied(pod) => InformerEvent::Applied(Arc::new(pod)),
+                InformerEvent::Deleted(pod) => InformerEvent::Deleted(Arc::new(pod)),
             };
-            if first.send(a).await.is_err() || second.send(b).await.is_err() {
-                return;
+            for sender in &senders {
+                if sender.send(event.clone()).await.is_err() {
+                    return;
+                }
             }
         }
     });
-    [first_rx, second_rx]
+    receivers
 }

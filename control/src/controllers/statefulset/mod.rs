@@ -1,0 +1,519 @@
+//! The StatefulSet controller: pods with stable names `<set>-<ordinal>`,
+//! made, replaced, scaled and rolled in the order Kubernetes keeps (the
+//! rules are in `plan`), each from the set's template at a revision named
+//! after the template's hash (`controller-revision-hash`). It adopts
+//! matching orphans that bear the set's name, releases pods that stop
+//! matching, reports SuccessfulCreate and SuccessfulDelete events, and
+//! writes the status `kubectl rollout status` reads.
+//!
+//! ControllerRevisions are not served, so the older template that pods
+//! below a partition are made again from is remembered here, in memory,
+//! from the set's past versions; after a restart of control such a pod
+//! comes back at the update revision instead.
+
+mod expectations;
+mod identity;
+mod plan;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::http::Method;
+use k8s_openapi::{
+    api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use self::{
+    expectations::{Expectations, Expected},
+    plan::{Action, Member, Revision, Rules},
+};
+use super::{object_key, pod_view::Pod, work_queue::WorkQueue};
+use crate::{
+    events::{EventRecorder, Involved},
+    informer::InformerEvent,
+    labels::Selector,
+    local_api::{LocalApi, LocalApiError},
+};
+
+/// The component its events come from, as Kubernetes names it.
+pub const COMPONENT: &str = "statefulset-controller";
+
+pub struct StatefulSetController {
+    api: LocalApi,
+    events: EventRecorder,
+    sets: HashMap<String, Arc<StatefulSet>>,
+    pods: HashMap<String, Arc<Pod>>,
+    /// Pod templates by set key and revision name: the update revision's,
+    /// and the current one's while it differs.
+    templates: HashMap<String, HashMap<String, Arc<Value>>>,
+    expectations: Expectations,
+    queue: WorkQueue,
+    sets_listed: bool,
+    pods_listed: bool,
+}
+
+fn set_key(set: &StatefulSet) -> String {
+    object_key(
+        set.metadata.namespace.as_deref(),
+        set.metadata.name.as_deref(),
+    )
+}
+
+/// The set's pod template as JSON, what its revision is the hash of.
+fn template_of(set: &StatefulSet) -> Value {
+    set.spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(&s.template).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn pod_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods/{name}")
+}
+
+impl StatefulSetController {
+    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
+        Self {
+            api,
+            events,
+            sets: HashMap::new(),
+            pods: HashMap::new(),
+            templates: HashMap::new(),
+            expectations: Expectations::default(),
+            queue: WorkQueue::default(),
+            sets_listed: false,
+            pods_listed: false,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut sets: mpsc::Receiver<InformerEvent<StatefulSet>>,
+        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
+    ) {
+        loop {
+            while let Ok(event) = sets.try_recv() {
+                self.on_set(event);
+            }
+            while let Ok(event) = pods.try_recv() {
+                self.on_pod(event);
+            }
+            if self.sets_listed
+                && self.pods_listed
+                && let Some(key) = self.queue.pop()
+            {
+                let outcome = self.reconcile(&key).await;
+                self.queue.finish(key, outcome);
+                continue;
+            }
+            let wake = self.queue.wake_at();
+            tokio::select! {
+                event = sets.recv() => match event {
+                    Some(event) => self.on_set(event),
+                    None => return,
+                },
+                event = pods.recv() => match event {
+                    Some(event) => self.on_pod(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn on_set(&mut self, event: InformerEvent<StatefulSet>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.sets_listed = true;
+                self.sets.clear();
+                for set in all {
+                    self.on_set_applied(set);
+                }
+                let sets = &self.sets;
+                self.templates.retain(|key, _| sets.contains_key(key));
+                self.expectations.retain_sets(|set| sets.contains_key(set));
+            }
+            InformerEvent::Applied(set) => self.on_set_applied(set),
+            InformerEvent::Deleted(set) => {
+                let key = set_key(&set);
+                self.sets.remove(&key);
+                self.templates.remove(&key);
+                self.expectations.retain_sets(|set| set != key);
+            }
+        }
+    }
+
+    /// Caches the set and remembers its template under its revision.
+    fn on_set_applied(&mut self, set: StatefulSet) {
+        let key = set_key(&set);
+        let template = template_of(&set);
+        let revision =
+            identity::revision_name(set.metadata.name.as_deref().unwrap_or_default(), &template);
+        self.templates
+            .entry(key.clone())
+            .or_default()
+            .entry(revision)
+            .or_insert_with(|| Arc::new(template));
+        self.sets.insert(key.clone(), Arc::new(set));
+        self.queue.add(key);
+    }
+
+    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.pods_listed = true;
+                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
+                self.expectations.clear();
+                let keys: Vec<String> = self.sets.keys().cloned().collect();
+                for key in keys {
+                    self.queue.add(key);
+                }
+            }
+            InformerEvent::Applied(pod) => {
+                self.expectations.observe(&pod, false);
+                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
+                self.enqueue_for(&pod);
+                if let Some(old) = old
+                    && (old.metadata.labels != pod.metadata.labels
+                        || old.controller_ref().map(|o| &o.uid)
+                            != pod.controller_ref().map(|o| &o.uid))
+                {
+                    self.enqueue_for(&old);
+                }
+            }
+            InformerEvent::Deleted(pod) => {
+                self.expectations.observe(&pod, true);
+                self.pods.remove(&pod.key());
+                self.enqueue_for(&pod);
+            }
+        }
+    }
+
+    /// Queues the set a change to `pod` concerns: its controller, or, for
+    /// an orphan, the set its name belongs to.
+    fn enqueue_for(&mut self, pod: &Pod) {
+        let namespace = pod.metadata.namespace.as_deref();
+        match pod.controller_ref() {
+            Some(owner) if owner.kind == "StatefulSet" => {
+                self.queue.add(object_key(namespace, Some(&owner.name)));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(parent) = pod.metadata.name.as_deref().and_then(identity::parent) {
+                    let key = object_key(namespace, Some(parent));
+                    if self.sets.contains_key(&key) {
+                        self.queue.add(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over one set; Some(delay) asks to look again then.
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(set) = self.sets.get(key).cloned() else {
+            return Ok(None);
+        };
+        let Some(spec) = set.spec.as_ref() else {
+            return Ok(None);
+        };
+        let Ok(selector) = Selector::from_label_selector(&spec.selector) else {
+            return Ok(None);
+        };
+        let members = self.claim(&set, &selector).await?;
+        let template = Arc::new(template_of(&set));
+        let update =
+            identity::revision_name(set.metadata.name.as_deref().unwrap_or_default(), &template);
+        let current = set
+            .status
+            .as_ref()
+            .and_then(|s| s.current_revision.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| update.clone());
+        let rules = Rules::of(spec);
+        let now = Timestamp::now();
+        let mut outcome = Ok(());
+        if set.metadata.deletion_timestamp.is_none() && self.expectations.met(key) {
+            let actions = plan::plan(&rules, &members, &update, now);
+            let revisions = (current.as_str(), update.as_str());
+            outcome = self.apply(key, &set, actions, revisions, &template).await;
+        }
+        let status = plan::status(&rules, &members, &current, &update, now);
+        if let Some(templates) = self.templates.get_mut(key) {
+            templates
+                .retain(|revision, _| *revision == status.current_revision || *revision == update);
+        }
+        let written = self.write_status(&set, &status, &update).await;
+        outcome?;
+        written?;
+        Ok(status.recheck.map(|left| left + Duration::from_millis(100)))
+    }
+
+    /// The set's members: the pods it controls that still match it, and
+    /// matching orphans named as its pods, adopted. Controlled pods that
+    /// no longer match are released.
+    async fn claim(
+        &self,
+        set: &StatefulSet,
+        selector: &Selector,
+    ) -> Result<Vec<Member>, LocalApiError> {
+        let name = set.metadata.name.as_deref().unwrap_or_default();
+        let uid = set.metadata.uid.as_deref().unwrap_or_default();
+        let deleting = set.metadata.deletion_timestamp.is_some();
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .values()
+            .filter(|p| p.metadata.namespace == set.metadata.namespace)
+            .cloned()
+            .collect();
+        let mut members = Vec::new();
+        for pod in candidates {
+            let ordinal = pod
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| identity::ordinal(name, n))
+                .filter(|_| {
+                    !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref())
+                });
+            match (pod.controller_ref(), ordinal) {
+                (Some(owner), Some(ordinal)) if owner.uid == uid => {
+                    members.push(Member { ordinal, pod });
+                }
+                (Some(owner), None) if owner.uid == uid && !deleting => {
+                    self.set_owner(&pod, None).await?;
+                }
+                (None, Some(ordinal)) if !deleting && pod.metadata.deletion_timestamp.is_none() => {
+                    self.set_owner(&pod, Some(set)).await?;
+                    members.push(Member { ordinal, pod });
+                }
+                _ => {}
+            }
+        }
+        Ok(members)
+    }
+
+    /// Adopts `pod` for `owner`, or releases it (None).
+    async fn set_owner(&self, pod: &Pod, owner: Option<&StatefulSet>) -> Result<(), LocalApiError> {
+        let mut references: Vec<OwnerReference> = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.controller != Some(true))
+            .cloned()
+            .collect();
+        references.extend(owner.map(identity::owner_reference));
+        let patch = json!({ "metadata": { "ownerReferences": references } });
+        let path = pod_path(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        );
+        self.api
+            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .await
+            .map(drop)
+    }
+
+    /// Makes the planned writes in order, stopping at the first failure.
+    async fn apply(
+        &mut self,
+        key: &str,
+        set: &StatefulSet,
+        actions: Vec<Action<'_>>,
+        (current, update): (&str, &str),
+        template: &Arc<Value>,
+    ) -> Result<(), LocalApiError> {
+        for action in actions {
+            match action {
+                Action::Create { ordinal, revision } => {
+                    let known = self
+                        .templates
+                        .get(key)
+                        .and_then(|t| t.get(current))
+                        .filter(|_| revision == Revision::Current)
+                        .cloned();
+                    let (revision, template) = match known {
+                        Some(old) => (current, old),
+                        None => (update, Arc::clone(template)),
+                    };
+                    self.create(key, set, &template, revision, ordinal).await?;
+                }
+                Action::Delete(member) => self.delete(key, set, &member.pod).await?,
+                Action::Relabel(member) => self.relabel(key, &member.pod, member.ordinal).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        key: &str,
+        set: &StatefulSet,
+        template: &Value,
+        revision: &str,
+        ordinal: i32,
+    ) -> Result<(), LocalApiError> {
+        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+        let set_name = set.metadata.name.as_deref().unwrap_or_default();
+        let name = identity::pod_name(set_name, ordinal);
+        let body = identity::new_pod(set, template, revision, ordinal);
+        let path = format!("/api/v1/namespaces/{namespace}/pods");
+        let verb = format!("create Pod {name} in StatefulSet {set_name}");
+        match self
+            .api
+            .send(Method::POST, &path, "application/json", &body)
+            .await
+        {
+            Ok(created) => {
+                let pod = object_key(Some(namespace), Some(&name));
+                self.expectations.expect(key, pod, Expected::seen(&created));
+                self.record(
+                    set,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("{verb} successful"),
+                );
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("{verb} failed error: {}", err.message);
+                self.record(set, "Warning", "FailedCreate", &message);
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes `pod`, by uid so that a pod made since under its name is
+    /// never the one deleted.
+    async fn delete(
+        &mut self,
+        key: &str,
+        set: &StatefulSet,
+        pod: &Pod,
+    ) -> Result<(), LocalApiError> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let options = json!({
+            "apiVersion": "v1", "kind": "DeleteOptions", "preconditions": { "uid": uid },
+        });
+        let verb = format!(
+            "delete Pod {name} in StatefulSet {}",
+            set.metadata.name.as_deref().unwrap_or_default()
+        );
+        match self
+            .api
+            .send(
+                Method::DELETE,
+                &pod_path(namespace, name),
+                "application/json",
+                &options,
+            )
+            .await
+        {
+            Ok(deleted) => {
+                // A pod on a node is only marked deleting; its agent
+                // removes it.
+                let expected = if deleted["metadata"]["deletionTimestamp"].is_string() {
+                    Expected::seen(&deleted)
+                } else {
+                    Expected::Gone(uid)
+                };
+                self.expectations.expect(key, pod.key(), expected);
+                self.record(
+                    set,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("{verb} successful"),
+                );
+                Ok(())
+            }
+            // Gone already, or made again since: what this pass saw was
+            // stale, and the informer will tell.
+            Err(err) if err.code == 404 || err.code == 409 => Ok(()),
+            Err(err) => {
+                let message = format!("{verb} failed error: {}", err.message);
+                self.record(set, "Warning", "FailedDelete", &message);
+                Err(err)
+            }
+        }
+    }
+
+    async fn relabel(&mut self, key: &str, pod: &Pod, ordinal: i32) -> Result<(), LocalApiError> {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let path = pod_path(pod.metadata.namespace.as_deref().unwrap_or_default(), name);
+        let patch = identity::label_patch(name, ordinal);
+        if let Some(patched) = self
+            .api
+            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .await?
+        {
+            self.expectations
+                .expect(key, pod.key(), Expected::seen(&patched));
+        }
+        Ok(())
+    }
+
+    fn record(&self, set: &StatefulSet, kind: &str, reason: &str, message: &str) {
+        let about = Involved {
+            api_version: "apps/v1",
+            kind: "StatefulSet",
+            namespace: set.metadata.namespace.as_deref().unwrap_or_default(),
+            name: set.metadata.name.as_deref().unwrap_or_default(),
+            uid: set.metadata.uid.as_deref().unwrap_or_default(),
+        };
+        self.events.record(about, kind, reason, message);
+    }
+
+    /// Writes the status when it changed.
+    async fn write_status(
+        &self,
+        set: &StatefulSet,
+        status: &plan::Status,
+        update: &str,
+    ) -> Result<(), LocalApiError> {
+        let counts = status.counts;
+        let wanted = json!({
+            "replicas": counts.replicas,
+            "readyReplicas": counts.ready,
+            "currentReplicas": counts.current,
+            "updatedReplicas": counts.updated,
+            "availableReplicas": counts.available,
+            "currentRevision": status.current_revision,
+            "updateRevision": update,
+            "observedGeneration": set.metadata.generation.unwrap_or(0),
+            "collisionCount": 0,
+        });
+        let old = set.status.clone().unwrap_or_default();
+        let written = json!({
+            "replicas": old.replicas,
+            "readyReplicas": old.ready_replicas.unwrap_or(0),
+            "currentReplicas": old.current_replicas.unwrap_or(0),
+            "updatedReplicas": old.updated_replicas.unwrap_or(0),
+            "availableReplicas": old.available_replicas.unwrap_or(0),
+            "currentRevision": old.current_revision.unwrap_or_default(),
+            "updateRevision": old.update_revision.unwrap_or_default(),
+            "observedGeneration": old.observed_generation.unwrap_or(0),
+            "collisionCount": old.collision_count.unwrap_or(0),
+        });
+        if wanted == written {
+            return Ok(());
+        }
+        let path = format!(
+            "/apis/apps/v1/namespaces/{}/statefulsets/{}/status",
+            set.metadata.namespace.as_deref().unwrap_or_default(),
+            set.metadata.name.as_deref().unwrap_or_default()
+        );
+        self.api
+            .send_if_exists(
+                Method::PATCH,
+                &path,
+                "application/merge-patch+json",
+                &json!({ "status": wanted }),
+            )
+            .await
+            .map(drop)
+    }
+}
