@@ -2,7 +2,9 @@
 //! restarted in place, a deleted pod is replaced, and a node that stops
 //! (agent killed, containerd stopped) goes Unknown within the grace period
 //! while its pods are recreated on the other nodes; when it comes back,
-//! its agent removes the replaced pods, so no duplicates remain.
+//! its agent removes the replaced pods, so no duplicates remain. The
+//! Service's EndpointSlices follow the ready pods throughout, and kubectl's
+//! orphan and foreground cascades keep or remove the dependents.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -16,7 +18,11 @@ use capstan_tests::{
     cluster::{ClusterSettings, TestCluster},
     control::ControlSettings,
 };
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Node, Pod},
+    discovery::v1::EndpointSlice,
+};
 use kube::{Api, api::ListParams};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -81,6 +87,16 @@ fn failed_containers_pods_and_nodes_are_replaced_on_real_agents() {
         cluster
             .apply(&format!(
                 r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports:
+  - port: 80
+    targetPort: 8080
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -173,9 +189,12 @@ spec:
                 (node_ready(&node) == "Unknown").then_some(())
             })
             .await?;
+        // The grace runs from the last Lease renewal, up to one renewal
+        // period (10 s) before the stop.
         let noticed = stopped_at.elapsed();
         assert!(
-            noticed >= GRACE && noticed < GRACE + Duration::from_secs(15),
+            noticed >= GRACE - capstan_agent::node::LEASE_RENEW
+                && noticed < GRACE + Duration::from_secs(15),
             "the node went Unknown {noticed:?} after it stopped; the grace is {GRACE:?}"
         );
         cluster
@@ -223,6 +242,70 @@ spec:
                 "the returned agent removed {uid}'s containers"
             );
         }
+
+        // The Service's slices list exactly the ready pods' addresses.
+        let slices: Api<EndpointSlice> = Api::namespaced(cluster.client(), "default");
+        let by_service = ListParams::default().labels("kubernetes.io/service-name=web");
+        cluster
+            .eventually(WAIT, "the slices list the 6 ready pods", || async {
+                let mut want: Vec<String> = web_pods(&pods)
+                    .await
+                    .iter()
+                    .filter(|p| ready(p))
+                    .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+                    .collect();
+                let mut have: Vec<String> = slices
+                    .list(&by_service)
+                    .await
+                    .ok()?
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                    .flat_map(|e| e.addresses.clone())
+                    .collect();
+                want.sort();
+                have.sort();
+                (want.len() == 6 && want == have).then_some(())
+            })
+            .await?;
+
+        // Cascading deletes with kubectl: orphan keeps the ReplicaSet and
+        // its pods; foreground removes the set only after its pods.
+        let sets: Api<ReplicaSet> = Api::namespaced(cluster.client(), "default");
+        cluster
+            .kubectl(&["delete", "deployment", "web", "--cascade=orphan"])
+            .await?;
+        let orphaned = cluster
+            .eventually(
+                WAIT,
+                "the ReplicaSet released by its deleted owner",
+                || async {
+                    let listed = sets
+                        .list(&ListParams::default().labels("app=web"))
+                        .await
+                        .ok()?;
+                    let set = listed.items.into_iter().next()?;
+                    let owners = set.metadata.owner_references.as_ref();
+                owners.is_none_or(Vec::is_empty).then_some(set)
+                },
+            )
+            .await?;
+        assert_eq!(web_pods(&pods).await.len(), 6, "orphaned pods keep running");
+        cluster
+            .kubectl(&[
+                "delete",
+                "replicaset",
+                orphaned.metadata.name.as_deref().unwrap(),
+                "--cascade=foreground",
+            ])
+            .await?;
+        let left = web_pods(&pods).await;
+        assert!(
+            left.is_empty(),
+            "foreground: the set went after its pods, {} left",
+            left.len()
+        );
         Ok(())
     });
 }
