@@ -9,8 +9,8 @@
 
 mod cache;
 pub mod config;
-mod filters;
-mod node_info;
+pub(crate) mod filters;
+pub(crate) mod node_info;
 mod pod_info;
 mod queue;
 mod scores;
