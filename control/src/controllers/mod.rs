@@ -96,40 +96,35 @@ fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
 
 type PodEvents = mpsc::Receiver<InformerEvent<Arc<pod_view::Pod>>>;
 
-/// One informer of the pods, its events handed to two controllers.
-fn shared_pods(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; 2] {
+/// One informer of the pods, its events handed to `N` controllers.
+fn shared_pods<const N: usize>(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; N] {
     let mut pods = informer::spawn::<pod_view::Pod>(tasks, Arc::clone(store), "/registry/pods/");
-    let (first, first_rx) = mpsc::channel(1024);
-    let (second, second_rx) = mpsc::channel(1024);
+    let mut senders = Vec::with_capacity(N);
+    let receivers = std::array::from_fn(|_| {
+        let (sender, receiver) = mpsc::channel(1024);
+        senders.push(sender);
+        receiver
+    });
     tasks.spawn(async move {
         while let Some(event) = pods.recv().await {
-            let (a, b) = match event {
+            let event = match event {
                 InformerEvent::Listed(all) => {
-                    let all: Vec<Arc<pod_view::Pod>> = all.into_iter().map(Arc::new).collect();
-                    (
-                        InformerEvent::Listed(all.clone()),
-                        InformerEvent::Listed(all),
-                    )
+                    InformerEvent::Listed(all.into_iter().map(Arc::new).collect::<Vec<_>>())
                 }
-                InformerEvent::Applied(pod) => {
-                    let pod = Arc::new(pod);
-                    (
-                        InformerEvent::Applied(Arc::clone(&pod)),
-                        InformerEvent::Applied(pod),
-                    )
-                }
-                InformerEvent::Deleted(pod) => {
-                    let pod = Arc::new(pod);
-                    (
-                        InformerEvent::Deleted(Arc::clone(&pod)),
-                        InformerEvent::Deleted(pod),
-                    )
-                }
+                InformerEvent::Applied(pod) => InformerEvent::Applied(Arc::new(pod)),
+                InformerEvent::Deleted(pod) => InformerEvent::Deleted(Arc::new(pod)),
             };
-            if first.send(a).await.is_err() || second.send(b).await.is_err() {
-                return;
+            for sender in &senders {
+                let copy = match &event {
+                    InformerEvent::Listed(all) => InformerEvent::Listed(all.clone()),
+                    InformerEvent::Applied(pod) => InformerEvent::Applied(Arc::clone(pod)),
+                    InformerEvent::Deleted(pod) => InformerEvent::Deleted(Arc::clone(pod)),
+                };
+                if sender.send(copy).await.is_err() {
+                    return;
+                }
             }
         }
     });
-    [first_rx, second_rx]
+    receivers
 }
