@@ -1,10 +1,11 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment, endpoints and the garbage
-//! collector. Each keeps its own caches and work queue and runs as one
-//! task, so a slow controller never holds another up; the pods, which are
-//! many, are decoded once for the controllers that watch them.
+//! each. Today: ReplicaSet, Deployment, DaemonSet, endpoints and the
+//! garbage collector. Each keeps its own caches and work queue and runs
+//! as one task, so a slow controller never holds another up; the pods,
+//! which are many, are decoded once for the controllers that watch them.
 
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod garbage_collector;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
-    core::v1::{Endpoints, Service},
+    apps::v1::{DaemonSet, Deployment, ReplicaSet},
+    core::v1::{Endpoints, Node, Service},
     discovery::v1::EndpointSlice,
 };
 use tokio::{sync::mpsc, task::JoinSet};
@@ -36,7 +37,7 @@ use crate::{
 pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let api = LocalApi::new(app, token);
-    let [pods_for_sets, pods_for_endpoints] = shared_pods(&mut tasks, &store);
+    let [pods_for_sets, pods_for_endpoints, pods_for_daemons] = shared_pods(&mut tasks, &store);
 
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
@@ -47,6 +48,12 @@ pub fn spawn(store: Arc<dyn Store>, app: Router, token: &str) -> JoinSet<()> {
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     tasks.spawn(deployment::DeploymentController::new(api.clone()).run(deployments, sets));
+
+    let daemon_sets =
+        informer::spawn::<DaemonSet>(&mut tasks, Arc::clone(&store), "/registry/daemonsets/");
+    let nodes = informer::spawn::<Node>(&mut tasks, Arc::clone(&store), "/registry/nodes/");
+    let daemons = daemonset::DaemonSetController::new(&mut tasks, api.clone());
+    tasks.spawn(daemons.run(daemon_sets, nodes, pods_for_daemons));
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
