@@ -287,7 +287,7 @@ spec:
                         .ok()?;
                     let set = listed.items.into_iter().next()?;
                     let owners = set.metadata.owner_references.as_ref();
-                owners.is_none_or(Vec::is_empty).then_some(set)
+                    owners.is_none_or(Vec::is_empty).then_some(set)
                 },
             )
             .await?;

@@ -119,7 +119,7 @@ fn template_without_hash(set: &ReplicaSet) -> Value {
 
 /// maxSurge or maxUnavailable as a count of `total`: percentages round up
 /// for surge and down for unavailability, as Kubernetes rounds them.
-fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
+pub(super) fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
     match value {
         None => 0,
         Some(IntOrString::Int(n)) => *n,

@@ -1,11 +1,12 @@
 //! The controllers: level-triggered reconcilers inside control, each fed
 //! by in-process informers and writing through the API router, one module
-//! each. Today: ReplicaSet, Deployment, StatefulSet, endpoints, the
-//! garbage collector, namespaces and node lifecycle. Each keeps its own
-//! caches and work queue and runs as one task, so a slow controller never
-//! holds another up; the pods, which are many, are decoded once for the
-//! controllers that watch them.
+//! each. Today: ReplicaSet, Deployment, StatefulSet, DaemonSet,
+//! endpoints, the garbage collector, namespaces and node lifecycle. Each
+//! keeps its own caches and work queue and runs as one task, so a slow
+//! controller never holds another up; the pods, which are many, are
+//! decoded once for the controllers that watch them.
 
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod garbage_collector;
@@ -20,7 +21,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet, StatefulSet},
+    apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
     coordination::v1::Lease,
     core::v1::{Endpoints, Namespace, Node, Service},
     discovery::v1::EndpointSlice,
@@ -68,8 +69,12 @@ pub fn spawn_with(
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let api = LocalApi::new(app, token);
-    let [pods_for_sets, pods_for_endpoints, pods_for_stateful_sets] =
-        shared_pods(&mut tasks, &store);
+    let [
+        pods_for_sets,
+        pods_for_endpoints,
+        pods_for_stateful_sets,
+        pods_for_daemons,
+    ] = shared_pods(&mut tasks, &store);
 
     let sets =
         informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
@@ -91,6 +96,12 @@ pub fn spawn_with(
         statefulset::StatefulSetController::new(api.clone(), events)
             .run(stateful_sets, pods_for_stateful_sets),
     );
+
+    let daemon_sets =
+        informer::spawn::<DaemonSet>(&mut tasks, Arc::clone(&store), "/registry/daemonsets/");
+    let nodes = informer::spawn::<Node>(&mut tasks, Arc::clone(&store), "/registry/nodes/");
+    let daemons = daemonset::DaemonSetController::new(&mut tasks, api.clone());
+    tasks.spawn(daemons.run(daemon_sets, nodes, pods_for_daemons));
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");

@@ -50,11 +50,7 @@ pub fn check(pod: &PodInfo, spec: &NodeSpec, info: &NodeInfo) -> Result<(), Reas
             taint.value.as_deref().unwrap_or_default()
         )]);
     }
-    if !selector_matches(&c.node_selector, &spec.labels)
-        || c.required_affinity
-            .as_ref()
-            .is_some_and(|required| !node_selector_matches(required, spec))
-    {
+    if !affinity_matches(&c.node_selector, c.required_affinity.as_ref(), spec) {
         return Err(vec![REASON_AFFINITY.to_owned()]);
     }
     if c.host_ports.iter().any(|port| info.port_in_use(port)) {
@@ -92,7 +88,7 @@ fn fits(pod: &PodInfo, spec: &NodeSpec, info: &NodeInfo) -> Result<(), Reasons> 
 }
 
 /// The first NoSchedule or NoExecute taint no toleration covers.
-fn untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration]) -> Option<&'a Taint> {
+pub fn untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration]) -> Option<&'a Taint> {
     taints.iter().find(|taint| {
         matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
             && !tolerations.iter().any(|t| tolerates(t, taint))
@@ -125,11 +121,17 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
+/// NodeAffinity: the pod's nodeSelector and its required node affinity
+/// both match the node.
+pub fn affinity_matches(
+    node_selector: &BTreeMap<String, String>,
+    required: Option<&NodeSelector>,
+    spec: &NodeSpec,
 ) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    node_selector
+        .iter()
+        .all(|(k, v)| spec.labels.get(k) == Some(v))
+        && required.is_none_or(|required| node_selector_matches(required, spec))
 }
 
 /// Required node affinity: the terms are ORed; an empty list matches

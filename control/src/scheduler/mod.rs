@@ -10,7 +10,7 @@
 mod cache;
 pub mod config;
 pub(crate) mod filters;
-mod node_info;
+pub(crate) mod node_info;
 mod pod_info;
 mod queue;
 mod scores;

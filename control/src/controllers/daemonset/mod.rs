@@ -1,0 +1,532 @@
+//! The DaemonSet controller: one pod of each DaemonSet on every node it
+//! belongs on ([`placement`]), bound directly (`spec.nodeName` is set at
+//! creation, so the scheduler never sees it) and labelled with its
+//! template's hash as `controller-revision-hash`. What a pass does is
+//! decided by [`plan`] from the caches: nodes that join get their pod;
+//! pods on nodes they no longer fit, or on nodes that are gone, are
+//! deleted; a node keeps the oldest of several pods; a failed pod is
+//! deleted and so replaced, with a per-node back-off (1 s doubling to
+//! 15 min, Kubernetes' guard against an agent that keeps failing it).
+//! RollingUpdate then deletes old pods while at most maxUnavailable nodes
+//! lack an available new one; OnDelete leaves old pods until someone else
+//! deletes them. maxSurge is ignored: a new pod never starts beside the
+//! old one. Matching orphans are adopted and pods that stop matching are
+//! released, as for ReplicaSets. Pods on nodes that are gone are deleted
+//! at once (Kubernetes leaves them to its pod garbage collector, which
+//! capstan does not have). No ControllerRevisions are written, so
+//! `kubectl rollout history` and `undo` do not cover DaemonSets.
+//!
+//! Writes made but not yet seen through the informers are *expected*, as
+//! in the ReplicaSet controller, so a second pass never makes a node's pod
+//! twice.
+
+mod placement;
+mod plan;
+mod writes;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Node, PodSpec},
+    },
+    jiff::Timestamp,
+};
+use serde_json::Value;
+use tokio::{sync::mpsc, task::JoinSet};
+
+use self::{
+    plan::View,
+    writes::{Writer, new_pod, owner_reference},
+};
+use super::{deployment::template_hash, object_key, pod_view::Pod, work_queue::WorkQueue};
+use crate::{
+    informer::InformerEvent,
+    labels::Selector,
+    local_api::{LocalApi, LocalApiError},
+    scheduler::node_info::NodeSpec,
+};
+
+/// Unmet expectations are given up after this (a lost event).
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
+/// At most this many pods are created, and as many deleted, in one pass
+/// (Kubernetes' burstReplicas).
+const BURST: usize = 250;
+const FAILED_BACKOFF_START: Duration = Duration::from_secs(1);
+const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// Creations and deletions made but not yet observed.
+#[derive(Debug, Clone, Copy)]
+struct Expectation {
+    adds: i64,
+    deletes: i64,
+    set_at: Instant,
+}
+
+/// When a node's failed pod was last deleted, and how long the next one
+/// waits after that.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    last: Instant,
+    delay: Duration,
+}
+
+pub struct DaemonSetController {
+    writer: Writer,
+    sets: HashMap<String, Arc<DaemonSet>>,
+    nodes: BTreeMap<String, NodeSpec>,
+    pods: HashMap<String, Arc<Pod>>,
+    queue: WorkQueue,
+    expectations: HashMap<String, Expectation>,
+    /// Per set, per node.
+    failed_backoff: HashMap<String, HashMap<String, Backoff>>,
+    sets_listed: bool,
+    nodes_listed: bool,
+    pods_listed: bool,
+}
+
+impl DaemonSetController {
+    /// A controller writing through `api`; its events are written by a
+    /// task in `tasks`.
+    pub fn new(tasks: &mut JoinSet<()>, api: LocalApi) -> Self {
+        Self {
+            writer: Writer::new(tasks, api),
+            sets: HashMap::new(),
+            nodes: BTreeMap::new(),
+            pods: HashMap::new(),
+            queue: WorkQueue::default(),
+            expectations: HashMap::new(),
+            failed_backoff: HashMap::new(),
+            sets_listed: false,
+            nodes_listed: false,
+            pods_listed: false,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut sets: mpsc::Receiver<InformerEvent<DaemonSet>>,
+        mut nodes: mpsc::Receiver<InformerEvent<Node>>,
+        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
+    ) {
+        loop {
+            while let Ok(event) = sets.try_recv() {
+                self.on_set(event);
+            }
+            while let Ok(event) = nodes.try_recv() {
+                self.on_node(event);
+            }
+            while let Ok(event) = pods.try_recv() {
+                self.on_pod(event);
+            }
+            if self.sets_listed
+                && self.nodes_listed
+                && self.pods_listed
+                && let Some(key) = self.queue.pop()
+            {
+                let outcome = self.reconcile(&key).await;
+                self.queue.finish(key, outcome);
+                continue;
+            }
+            let wake = self.queue.wake_at();
+            tokio::select! {
+                event = sets.recv() => match event {
+                    Some(event) => self.on_set(event),
+                    None => return,
+                },
+                event = nodes.recv() => match event {
+                    Some(event) => self.on_node(event),
+                    None => return,
+                },
+                event = pods.recv() => match event {
+                    Some(event) => self.on_pod(event),
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn enqueue_all(&mut self) {
+        let keys: Vec<String> = self.sets.keys().cloned().collect();
+        for key in keys {
+            self.queue.add(key);
+        }
+    }
+
+    fn on_set(&mut self, event: InformerEvent<DaemonSet>) {
+        let key_of = |ds: &DaemonSet| {
+            object_key(
+                ds.metadata.namespace.as_deref(),
+                ds.metadata.name.as_deref(),
+            )
+        };
+        match event {
+            InformerEvent::Listed(all) => {
+                self.sets_listed = true;
+                self.sets = all
+                    .into_iter()
+                    .map(|ds| (key_of(&ds), Arc::new(ds)))
+                    .collect();
+                self.enqueue_all();
+            }
+            InformerEvent::Applied(ds) => {
+                let key = key_of(&ds);
+                self.sets.insert(key.clone(), Arc::new(ds));
+                self.queue.add(key);
+            }
+            InformerEvent::Deleted(ds) => {
+                let key = key_of(&ds);
+                self.sets.remove(&key);
+                self.expectations.remove(&key);
+                self.failed_backoff.remove(&key);
+            }
+        }
+    }
+
+    /// Every set is looked at again when a node comes, goes, or changes
+    /// in what placement reads (not on every status write).
+    fn on_node(&mut self, event: InformerEvent<Node>) {
+        let changed = match event {
+            InformerEvent::Listed(all) => {
+                self.nodes_listed = true;
+                self.nodes = all
+                    .iter()
+                    .map(NodeSpec::from_node)
+                    .map(|spec| (spec.name.clone(), spec))
+                    .collect();
+                true
+            }
+            InformerEvent::Applied(node) => {
+                let spec = NodeSpec::from_node(&node);
+                let changed = self.nodes.get(&spec.name) != Some(&spec);
+                self.nodes.insert(spec.name.clone(), spec);
+                changed
+            }
+            InformerEvent::Deleted(node) => self
+                .nodes
+                .remove(node.metadata.name.as_deref().unwrap_or_default())
+                .is_some(),
+        };
+        if changed {
+            self.enqueue_all();
+        }
+    }
+
+    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.pods_listed = true;
+                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
+                self.expectations.clear();
+                self.enqueue_all();
+            }
+            InformerEvent::Applied(pod) => {
+                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
+                let newly_deleting = pod.metadata.deletion_timestamp.is_some()
+                    && old
+                        .as_ref()
+                        .is_none_or(|o| o.metadata.deletion_timestamp.is_none());
+                if let Some(owner) = self.owner_key(&pod) {
+                    if old.is_none() {
+                        self.observed(&owner, -1, 0);
+                    } else if newly_deleting {
+                        self.observed(&owner, 0, -1);
+                    }
+                }
+                self.enqueue_for(&pod);
+                if let Some(old) = old
+                    && (old.metadata.labels != pod.metadata.labels
+                        || old.controller_ref().map(|o| &o.uid)
+                            != pod.controller_ref().map(|o| &o.uid))
+                {
+                    self.enqueue_for(&old);
+                }
+            }
+            InformerEvent::Deleted(pod) => {
+                let old = self.pods.remove(&pod.key());
+                let already_counted = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+                if !already_counted && let Some(owner) = self.owner_key(&pod) {
+                    self.observed(&owner, 0, -1);
+                }
+                self.enqueue_for(&pod);
+            }
+        }
+    }
+
+    /// The key of the cached DaemonSet that controls `pod`.
+    fn owner_key(&self, pod: &Pod) -> Option<String> {
+        let owner = pod.controller_ref().filter(|o| o.kind == "DaemonSet")?;
+        let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
+        let set = self.sets.get(&key)?;
+        (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
+    }
+
+    /// Queues the sets a change to `pod` concerns: its controller, or, for
+    /// an orphan, every set in its namespace that selects it.
+    fn enqueue_for(&mut self, pod: &Pod) {
+        if let Some(owner) = pod.controller_ref() {
+            if owner.kind == "DaemonSet" {
+                self.queue.add(object_key(
+                    pod.metadata.namespace.as_deref(),
+                    Some(&owner.name),
+                ));
+            }
+            return;
+        }
+        let matching: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|(_, ds)| ds.metadata.namespace == pod.metadata.namespace)
+            .filter(|(_, ds)| selects(ds, pod))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in matching {
+            self.queue.add(key);
+        }
+    }
+
+    fn observed(&mut self, key: &str, adds: i64, deletes: i64) {
+        if let Some(expectation) = self.expectations.get_mut(key) {
+            expectation.adds = (expectation.adds + adds).max(0);
+            expectation.deletes = (expectation.deletes + deletes).max(0);
+        }
+    }
+
+    fn expectations_met(&self, key: &str) -> bool {
+        self.expectations.get(key).is_none_or(|e| {
+            (e.adds <= 0 && e.deletes <= 0) || e.set_at.elapsed() > EXPECTATION_TIMEOUT
+        })
+    }
+
+    /// One pass over one DaemonSet; Some(delay) asks to look again then.
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(ds) = self.sets.get(key).cloned() else {
+            self.expectations.remove(key);
+            return Ok(None);
+        };
+        if ds.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let owned = self.claim(&ds).await?;
+        let spec = ds.spec.clone().unwrap_or_default();
+        let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
+        placement::add_daemon_tolerations(&mut pod_spec);
+        let view = self.view(&ds, &pod_spec, owned);
+        let synced = self.expectations_met(key);
+        let mut backoff = None;
+        let mut outcome = Ok(());
+        if synced {
+            let actions = view.manage();
+            let (failed, wait) = self.failed_to_delete(&ds, key, &actions.failed);
+            backoff = wait;
+            let mut delete = actions.delete;
+            delete.extend(failed);
+            let body = new_pod(&ds, &pod_spec, &view.hash);
+            outcome = self
+                .sync(
+                    key,
+                    &ds,
+                    &body,
+                    &actions.create_on,
+                    &delete,
+                    &actions.stranded,
+                )
+                .await;
+            let rolling = spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.type_.as_deref())
+                .is_none_or(|t| t == "RollingUpdate");
+            if outcome.is_ok() && rolling && self.expectations_met(key) {
+                let (counts, _) = view.counts();
+                let max = plan::max_unavailable(
+                    spec.update_strategy
+                        .as_ref()
+                        .and_then(|s| s.rolling_update.as_ref())
+                        .and_then(|r| r.max_unavailable.as_ref()),
+                    counts.desired,
+                );
+                let old = view.to_replace(max);
+                outcome = self.sync(key, &ds, &body, &[], &old, &[]).await;
+            }
+        }
+        let (counts, until_available) = view.counts();
+        // observedGeneration moves only after a pass that acted on the
+        // spec.
+        let generation = if synced {
+            ds.metadata.generation
+        } else {
+            ds.status.as_ref().and_then(|s| s.observed_generation)
+        };
+        self.writer.write_status(&ds, counts, generation).await?;
+        outcome?;
+        let until_available = until_available.map(|left| left + Duration::from_millis(100));
+        Ok([backoff, until_available].into_iter().flatten().min())
+    }
+
+    /// The pods `ds` controls, adopting matching orphans and releasing
+    /// owned pods that stop matching.
+    async fn claim(&self, ds: &DaemonSet) -> Result<Vec<Arc<Pod>>, LocalApiError> {
+        let uid = ds.metadata.uid.as_deref().unwrap_or_default();
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .values()
+            .filter(|p| p.metadata.namespace == ds.metadata.namespace)
+            .cloned()
+            .collect();
+        let mut owned = Vec::new();
+        for pod in candidates {
+            let matches = selects(ds, &pod);
+            match pod.controller_ref() {
+                Some(owner) if owner.uid == uid => {
+                    if matches {
+                        owned.push(pod);
+                    } else {
+                        self.writer.set_controller(&pod, None).await?;
+                    }
+                }
+                Some(_) => {}
+                None if matches && pod.metadata.deletion_timestamp.is_none() => {
+                    self.writer
+                        .set_controller(&pod, Some(owner_reference(ds)))
+                        .await?;
+                    owned.push(pod);
+                }
+                None => {}
+            }
+        }
+        Ok(owned)
+    }
+
+    fn view(&self, ds: &DaemonSet, pod_spec: &PodSpec, owned: Vec<Arc<Pod>>) -> View {
+        let spec = ds.spec.as_ref();
+        let verdicts = self
+            .nodes
+            .iter()
+            .map(|(name, node)| (name.clone(), placement::verdict(pod_spec, node)))
+            .collect();
+        let mut pods: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        for pod in owned {
+            // A finished pod being deleted no longer holds its node, and
+            // an adopted pod not yet bound has no node to hold.
+            let finished = matches!(pod.phase(), "Succeeded" | "Failed");
+            if (finished && pod.metadata.deletion_timestamp.is_some()) || !pod.is_bound() {
+                continue;
+            }
+            let node = pod.spec.node_name.clone().unwrap_or_default();
+            pods.entry(node).or_default().push(pod);
+        }
+        let template = spec.map(|s| &s.template);
+        let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        View {
+            verdicts,
+            pods,
+            hash: template_hash(&serde_json::to_value(template).unwrap_or(Value::Null)),
+            min_ready: Duration::from_secs(u64::try_from(min_ready).unwrap_or(0)),
+            now: Timestamp::now(),
+        }
+    }
+
+    /// The failed pods whose node is out of back-off (deleting them starts
+    /// its next, longer back-off), and when the first of the others may go.
+    fn failed_to_delete<'a>(
+        &mut self,
+        ds: &DaemonSet,
+        key: &str,
+        failed: &[(&str, &'a Pod)],
+    ) -> (Vec<&'a Pod>, Option<Duration>) {
+        let now = Instant::now();
+        let backoffs = self.failed_backoff.entry(key.to_owned()).or_default();
+        let mut go = Vec::new();
+        let mut wait: Option<Duration> = None;
+        for (node, pod) in failed {
+            let backoff = backoffs.entry((*node).to_owned()).or_insert(Backoff {
+                last: now,
+                delay: Duration::ZERO,
+            });
+            let since = now.duration_since(backoff.last);
+            if since < backoff.delay {
+                let left = backoff.delay - since;
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+                continue;
+            }
+            backoff.delay = if backoff.delay.is_zero() || since > 2 * FAILED_BACKOFF_MAX {
+                FAILED_BACKOFF_START
+            } else {
+                (backoff.delay * 2).min(FAILED_BACKOFF_MAX)
+            };
+            backoff.last = now;
+            go.push((*node, *pod));
+        }
+        for (node, pod) in &go {
+            let message = format!(
+                "Found failed daemon pod {}/{} on node {node}, will try to kill it",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default(),
+            );
+            self.writer
+                .record(ds, "Warning", "FailedDaemonPod", &message);
+        }
+        let go = go.into_iter().map(|(_, pod)| pod).collect();
+        (go, wait)
+    }
+
+    /// Creates a pod from `body` on each of `nodes` (in batches of 1, 2,
+    /// 4, ... as Kubernetes' slow start does) and deletes `pods`, the
+    /// `stranded` ones at once, expecting to see each write come back.
+    async fn sync(
+        &mut self,
+        key: &str,
+        ds: &DaemonSet,
+        body: &Value,
+        nodes: &[&str],
+        pods: &[&Pod],
+        stranded: &[&Pod],
+    ) -> Result<(), LocalApiError> {
+        let nodes = &nodes[..nodes.len().min(BURST)];
+        let deletions: Vec<(&Pod, bool)> = pods
+            .iter()
+            .map(|p| (*p, false))
+            .chain(stranded.iter().map(|p| (*p, true)))
+            .take(BURST)
+            .collect();
+        let deletes = deletions
+            .iter()
+            .filter(|(p, _)| p.metadata.deletion_timestamp.is_none())
+            .count();
+        if nodes.is_empty() && deletions.is_empty() {
+            return Ok(());
+        }
+        self.expectations.insert(
+            key.to_owned(),
+            Expectation {
+                adds: nodes.len() as i64,
+                deletes: deletes as i64,
+                set_at: Instant::now(),
+            },
+        );
+        let created = self.writer.create_pods(ds, body, nodes).await;
+        let deleted = self.writer.delete_pods(ds, &deletions).await;
+        self.observed(
+            key,
+            -(created.unobserved as i64),
+            -(deleted.unobserved as i64),
+        );
+        created.error.or(deleted.error).map_or(Ok(()), Err)
+    }
+}
+
+/// Whether `ds`'s selector picks `pod` (an empty or invalid one picks
+/// nothing; validation allows neither).
+fn selects(ds: &DaemonSet, pod: &Pod) -> bool {
+    ds.spec
+        .as_ref()
+        .and_then(|s| Selector::from_label_selector(&s.selector).ok())
+        .is_some_and(|s| !s.is_empty() && s.matches_opt(pod.metadata.labels.as_ref()))
+}

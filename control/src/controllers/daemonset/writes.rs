@@ -1,0 +1,331 @@
+//! The DaemonSet controller's writes, through the API router: pods made
+//! from the template and bound to their node, deleted (gracefully, or at
+//! once), adopted or released; the status; and the events that tell of
+//! them. Each write reports what will not come back through the
+//! informers, so the controller can lower what it expects.
+
+use axum::http::Method;
+use k8s_openapi::{
+    api::{apps::v1::DaemonSet, core::v1::PodSpec},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::{
+    super::pod_view::Pod,
+    plan::{Counts, REVISION_LABEL},
+};
+use crate::{
+    events::{EventRecorder, Involved},
+    local_api::{LocalApi, LocalApiError},
+};
+
+/// Who the controller's events say they come from.
+const COMPONENT: &str = "daemonset-controller";
+
+#[derive(Debug, Clone)]
+pub struct Writer {
+    api: LocalApi,
+    events: EventRecorder,
+}
+
+/// How a batch of writes went: how many of them will never be observed
+/// (they failed, were not tried, or found their pod gone), and the first
+/// error.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub unobserved: usize,
+    pub error: Option<LocalApiError>,
+}
+
+fn join_error(err: &tokio::task::JoinError) -> LocalApiError {
+    LocalApiError {
+        code: 0,
+        message: err.to_string(),
+    }
+}
+
+impl Writer {
+    /// A writer through `api`; its events are written by a task in
+    /// `tasks`.
+    pub fn new(tasks: &mut JoinSet<()>, api: LocalApi) -> Self {
+        Self {
+            events: EventRecorder::new(tasks, api.clone(), COMPONENT),
+            api,
+        }
+    }
+
+    /// Creates a pod from `body` on each of `nodes`, in batches of 1, 2,
+    /// 4, ... (Kubernetes' slow start: a failing template costs one
+    /// error, not hundreds); stops after a batch with a failure.
+    pub async fn create_pods(&self, ds: &DaemonSet, body: &Value, nodes: &[&str]) -> Outcome {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods",
+            ds.metadata.namespace.as_deref().unwrap_or_default()
+        );
+        let mut done = 0;
+        let mut batch = 1;
+        while done < nodes.len() {
+            let chunk = &nodes[done..(done + batch).min(nodes.len())];
+            let mut calls = JoinSet::new();
+            for node in chunk {
+                let (api, path, mut body) = (self.api.clone(), path.clone(), body.clone());
+                body["spec"]["nodeName"] = json!(node);
+                calls.spawn(async move {
+                    api.send(Method::POST, &path, "application/json", &body)
+                        .await
+                });
+            }
+            done += chunk.len();
+            let mut failure = None;
+            let mut failed = 0;
+            while let Some(result) = calls.join_next().await {
+                match result.map_err(|err| join_error(&err)) {
+                    Ok(Ok(pod)) => {
+                        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                        self.record(
+                            ds,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        );
+                    }
+                    Ok(Err(error)) | Err(error) => {
+                        let message = format!("Error creating: {}", error.message);
+                        self.record(ds, "Warning", "FailedCreate", &message);
+                        failed += 1;
+                        failure = Some(error);
+                    }
+                }
+            }
+            if failure.is_some() {
+                return Outcome {
+                    unobserved: failed + nodes.len() - done,
+                    error: failure,
+                };
+            }
+            batch *= 2;
+        }
+        Outcome::default()
+    }
+
+    /// Deletes each pod, gracefully or (true) at once. Pods already being
+    /// deleted are not counted among the unobserved: their deletion was
+    /// seen before.
+    pub async fn delete_pods(&self, ds: &DaemonSet, pods: &[(&Pod, bool)]) -> Outcome {
+        let mut calls = JoinSet::new();
+        for (pod, now) in pods {
+            let api = self.api.clone();
+            let mut path = pod_path(pod);
+            if *now {
+                path.push_str("?gracePeriodSeconds=0");
+            }
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let counted = pod.metadata.deletion_timestamp.is_none();
+            calls.spawn(async move {
+                let result = api
+                    .send(Method::DELETE, &path, "application/json", &Value::Null)
+                    .await;
+                (name, counted, result)
+            });
+        }
+        let mut outcome = Outcome::default();
+        while let Some(joined) = calls.join_next().await {
+            let (name, counted, result) = match joined {
+                Ok(done) => done,
+                Err(err) => {
+                    outcome.error = Some(join_error(&err));
+                    continue;
+                }
+            };
+            match result {
+                Ok(_) => self.record(
+                    ds,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {name}"),
+                ),
+                Err(error) => {
+                    outcome.unobserved += usize::from(counted);
+                    if error.code != 404 {
+                        let message = format!("Error deleting: {}", error.message);
+                        self.record(ds, "Warning", "FailedDelete", &message);
+                        outcome.error = Some(error);
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Adopts `pod` for `owner`, or releases it (None).
+    pub async fn set_controller(
+        &self,
+        pod: &Pod,
+        owner: Option<OwnerReference>,
+    ) -> Result<(), LocalApiError> {
+        let mut references: Vec<OwnerReference> = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.controller != Some(true))
+            .cloned()
+            .collect();
+        references.extend(owner);
+        let patch = json!({ "metadata": { "ownerReferences": references } });
+        self.api
+            .send_if_exists(
+                Method::PATCH,
+                &pod_path(pod),
+                "application/merge-patch+json",
+                &patch,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Writes the counters and `generation` as observed, when they changed.
+    pub async fn write_status(
+        &self,
+        ds: &DaemonSet,
+        counts: Counts,
+        generation: Option<i64>,
+    ) -> Result<(), LocalApiError> {
+        let status = ds.status.clone().unwrap_or_default();
+        let current = (
+            Counts {
+                desired: status.desired_number_scheduled,
+                current: status.current_number_scheduled,
+                ready: status.number_ready,
+                available: status.number_available.unwrap_or(0),
+                misscheduled: status.number_misscheduled,
+                updated: status.updated_number_scheduled.unwrap_or(0),
+            },
+            status.number_unavailable.unwrap_or(0),
+            status.observed_generation,
+        );
+        let unavailable = counts.desired - counts.available;
+        if (counts, unavailable, generation) == current {
+            return Ok(());
+        }
+        let patch = json!({ "status": {
+            "desiredNumberScheduled": counts.desired,
+            "currentNumberScheduled": counts.current,
+            "numberReady": counts.ready,
+            "numberAvailable": counts.available,
+            "numberUnavailable": unavailable,
+            "numberMisscheduled": counts.misscheduled,
+            "updatedNumberScheduled": counts.updated,
+            "observedGeneration": generation,
+        } });
+        let path = format!(
+            "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
+            ds.metadata.namespace.as_deref().unwrap_or_default(),
+            ds.metadata.name.as_deref().unwrap_or_default()
+        );
+        self.api
+            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .await
+            .map(drop)
+    }
+
+    /// Queues an event about `ds`.
+    pub fn record(&self, ds: &DaemonSet, kind: &str, reason: &str, message: &str) {
+        let about = Involved {
+            api_version: "apps/v1",
+            kind: "DaemonSet",
+            namespace: ds.metadata.namespace.as_deref().unwrap_or_default(),
+            name: ds.metadata.name.as_deref().unwrap_or_default(),
+            uid: ds.metadata.uid.as_deref().unwrap_or_default(),
+        };
+        self.events.record(about, kind, reason, message);
+    }
+}
+
+fn pod_path(pod: &Pod) -> String {
+    format!(
+        "/api/v1/namespaces/{}/pods/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+pub fn owner_reference(ds: &DaemonSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".to_owned(),
+        kind: "DaemonSet".to_owned(),
+        name: ds.metadata.name.clone().unwrap_or_default(),
+        uid: ds.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A new pod of `ds` (its node still to be set): the template with the
+/// daemon tolerations (`spec`), named `<ds>-<random>`, labelled with the
+/// template's hash, owned by the set.
+pub fn new_pod(ds: &DaemonSet, spec: &PodSpec, hash: &str) -> Value {
+    let meta = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.clone())
+        .unwrap_or_default();
+    let mut labels = meta.labels.unwrap_or_default();
+    labels.insert(REVISION_LABEL.to_owned(), hash.to_owned());
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{}-", ds.metadata.name.as_deref().unwrap_or_default()),
+            "labels": labels,
+            "annotations": meta.annotations,
+            "ownerReferences": [owner_reference(ds)],
+        },
+        "spec": spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_pods_carry_the_template_its_hash_and_a_controller_reference() {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": { "name": "agent", "namespace": "ns", "uid": "u-1" },
+            "spec": {
+                "selector": { "matchLabels": { "app": "agent" } },
+                "template": {
+                    "metadata": { "labels": { "app": "agent" } },
+                    "spec": { "containers": [{ "name": "c", "image": "i" }] },
+                },
+            },
+        }))
+        .unwrap();
+        let mut spec = ds.spec.clone().unwrap().template.spec.unwrap();
+        super::super::placement::add_daemon_tolerations(&mut spec);
+        let pod = new_pod(&ds, &spec, "h1");
+        assert_eq!(pod["metadata"]["generateName"], "agent-");
+        assert_eq!(pod["metadata"]["labels"]["app"], "agent");
+        assert_eq!(pod["metadata"]["labels"][REVISION_LABEL], "h1");
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                &owner["kind"],
+                &owner["uid"],
+                &owner["controller"],
+                &owner["blockOwnerDeletion"]
+            ),
+            (
+                &json!("DaemonSet"),
+                &json!("u-1"),
+                &json!(true),
+                &json!(true)
+            )
+        );
+        assert_eq!(pod["spec"]["containers"][0]["image"], "i");
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 6);
+    }
+}
