@@ -480,11 +480,17 @@ impl DeploymentController {
     ) -> Result<(), LocalApiError> {
         let (surge, unavailable) = surge_and_unavailable(deployment);
         let old_total: i32 = old_sets.iter().map(|s| replicas(s)).sum();
+        // A set scaled down may not have deleted its pods yet: the surge
+        // counts the pods still there, so the total never goes over.
+        let old_pods: i32 = old_sets
+            .iter()
+            .map(|s| replicas(s).max(s.status.as_ref().map_or(0, |st| st.replicas)))
+            .sum();
         let new_replicas = replicas(new_set);
         if new_replicas > desired {
             self.scale(deployment, new_set, desired).await?;
         } else if new_replicas < desired {
-            let room = (desired + surge - new_replicas - old_total).max(0);
+            let room = (desired + surge - new_replicas - old_pods).max(0);
             let grow = room.min(desired - new_replicas);
             if grow > 0 {
                 // Old sets shrink on a later pass, against fresh counts.
