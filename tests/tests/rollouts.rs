@@ -2,7 +2,8 @@
 //! `kubectl set image` rolls within maxSurge and maxUnavailable while the
 //! test samples the pods, `kubectl rollout history | undo | status` work,
 //! and a rollout to an image that does not exist stalls with
-//! ProgressDeadlineExceeded while the old pods keep serving.
+//! ProgressDeadlineExceeded while the old pods keep serving; deleting the
+//! Deployment cascades in the background to its ReplicaSets and pods.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -13,7 +14,10 @@ use capstan_tests::{
     artifacts::{TESTAPP_IMAGE, TESTAPP_V2_IMAGE},
     cluster::TestCluster,
 };
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::Pod,
+};
 use kube::{Api, api::ListParams};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -191,6 +195,21 @@ spec:
             ready >= 5 && on_v1 >= 5,
             "old pods keep serving: {on_v1} v1 ready"
         );
+
+        // A background cascade: the Deployment goes at once, then the
+        // garbage collector takes its ReplicaSets and their pods.
+        cluster
+            .kubectl(&["delete", "deployment", "web", "--cascade=background"])
+            .await?;
+        let sets: Api<ReplicaSet> = Api::namespaced(cluster.client(), "default");
+        cluster
+            .eventually(WAIT, "the ReplicaSets and pods collected", || async {
+                let by_app = ListParams::default().labels("app=web");
+                let sets_left = sets.list(&by_app).await.ok()?.items.len();
+                let pods_left = pods.list(&by_app).await.ok()?.items.len();
+                (sets_left == 0 && pods_left == 0).then_some(())
+            })
+            .await?;
         Ok(())
     });
 }
