@@ -1,6 +1,7 @@
 //! Deployments on a real three-node cluster, driven with the real kubectl:
 //! `kubectl set image` rolls within maxSurge and maxUnavailable while the
-//! test samples the pods, `kubectl rollout history | undo | status` work,
+//! test samples the pods, `kubectl rollout history | undo [--to-revision]
+//! | status | pause | resume | restart` work,
 //! and a rollout to an image that does not exist stalls with
 //! ProgressDeadlineExceeded while the old pods keep serving; deleting the
 //! Deployment cascades in the background to its ReplicaSets and pods.
@@ -161,6 +162,60 @@ spec:
             .kubectl(&["rollout", "history", "deployment/web"])
             .await?;
         anyhow::ensure!(history.contains('3'), "the undo is revision 3:\n{history}");
+
+        // Paused, a template change waits; resumed, it rolls out.
+        cluster
+            .kubectl(&["rollout", "pause", "deployment/web"])
+            .await?;
+        let to_v2 = format!("app={TESTAPP_V2_IMAGE}");
+        cluster
+            .kubectl(&["set", "image", "deployment/web", &to_v2])
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (_, _, on_v2) = census(&pods, TESTAPP_V2_IMAGE).await?;
+        anyhow::ensure!(on_v2 == 0, "a paused Deployment rolled: {on_v2} v2 pods");
+        cluster
+            .kubectl(&["rollout", "resume", "deployment/web"])
+            .await?;
+        cluster
+            .kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+            .await?;
+        let before: Vec<String> = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+
+        // restart replaces every pod on the same image; undo --to-revision
+        // goes back to a chosen revision (3: v1).
+        cluster
+            .kubectl(&["rollout", "restart", "deployment/web"])
+            .await?;
+        cluster
+            .eventually(WAIT, "six new v2 pods after the restart", || async {
+                let listed = pods
+                    .list(&ListParams::default().labels("app=web"))
+                    .await
+                    .ok()?;
+                let fresh = listed
+                    .items
+                    .iter()
+                    .all(|p| p.metadata.name.as_ref().is_none_or(|n| !before.contains(n)));
+                let (live, _, on_v2) = census(&pods, TESTAPP_V2_IMAGE).await.ok()?;
+                (fresh && live == 6 && on_v2 == 6).then_some(())
+            })
+            .await?;
+        cluster
+            .kubectl(&["rollout", "undo", "deployment/web", "--to-revision=3"])
+            .await?;
+        cluster
+            .eventually(WAIT, "six v1 pods after undo --to-revision=3", || async {
+                let (live, _, on_v1) = census(&pods, TESTAPP_IMAGE).await.ok()?;
+                (live == 6 && on_v1 == 6).then_some(())
+            })
+            .await?;
 
         // An image nobody has: the rollout stalls, the old pods serve on.
         cluster
