@@ -173,7 +173,7 @@ impl DeploymentController {
     pub async fn run(
         mut self,
         mut deployments: mpsc::Receiver<InformerEvent<Deployment>>,
-        mut sets: mpsc::Receiver<InformerEvent<ReplicaSet>>,
+        mut sets: mpsc::Receiver<InformerEvent<Arc<ReplicaSet>>>,
     ) {
         loop {
             while let Ok(event) = deployments.try_recv() {
@@ -229,14 +229,14 @@ impl DeploymentController {
         }
     }
 
-    fn on_set(&mut self, event: InformerEvent<ReplicaSet>) {
+    fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
         let key = |s: &ReplicaSet| {
             object_key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
         };
         match event {
             InformerEvent::Listed(all) => {
                 self.sets_listed = true;
-                self.sets = all.into_iter().map(|s| (key(&s), Arc::new(s))).collect();
+                self.sets = all.into_iter().map(|s| (key(&s), s)).collect();
                 let keys: Vec<String> = self.deployments.keys().cloned().collect();
                 for k in keys {
                     self.queue.add(k);
@@ -244,7 +244,7 @@ impl DeploymentController {
             }
             InformerEvent::Applied(set) => {
                 self.enqueue_owner(&set);
-                self.sets.insert(key(&set), Arc::new(set));
+                self.sets.insert(key(&set), set);
             }
             InformerEvent::Deleted(set) => {
                 self.enqueue_owner(&set);

@@ -31,7 +31,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 use crate::{
     api,
     events::EventRecorder,
-    informer::{self, InformerEvent},
+    informer::{self, Informed, InformerEvent},
     local_api::LocalApi,
     registry::ResourceInfo,
     store::Store,
@@ -74,20 +74,25 @@ pub fn spawn_with(
         pods_for_endpoints,
         pods_for_stateful_sets,
         pods_for_daemons,
-    ] = shared_pods(&mut tasks, &store);
+    ] = shared::<pod_view::Pod, 4>(&mut tasks, &store, "/registry/pods/");
+    let [sets_for_sets, sets_for_deployments] =
+        shared::<ReplicaSet, 2>(&mut tasks, &store, "/registry/replicasets/");
+    let [nodes_for_daemons, nodes_for_lifecycle] =
+        shared::<Node, 2>(&mut tasks, &store, "/registry/nodes/");
 
-    let sets =
-        informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     let events = EventRecorder::new(&mut tasks, api.clone(), "replicaset-controller");
-    tasks
-        .spawn(replicaset::ReplicaSetController::new(api.clone(), events).run(sets, pods_for_sets));
+    tasks.spawn(
+        replicaset::ReplicaSetController::new(api.clone(), events)
+            .run(sets_for_sets, pods_for_sets),
+    );
 
     let deployments =
         informer::spawn::<Deployment>(&mut tasks, Arc::clone(&store), "/registry/deployments/");
-    let sets =
-        informer::spawn::<ReplicaSet>(&mut tasks, Arc::clone(&store), "/registry/replicasets/");
     let events = EventRecorder::new(&mut tasks, api.clone(), "deployment-controller");
-    tasks.spawn(deployment::DeploymentController::new(api.clone(), events).run(deployments, sets));
+    tasks.spawn(
+        deployment::DeploymentController::new(api.clone(), events)
+            .run(deployments, sets_for_deployments),
+    );
 
     let stateful_sets =
         informer::spawn::<StatefulSet>(&mut tasks, Arc::clone(&store), "/registry/statefulsets/");
@@ -99,9 +104,8 @@ pub fn spawn_with(
 
     let daemon_sets =
         informer::spawn::<DaemonSet>(&mut tasks, Arc::clone(&store), "/registry/daemonsets/");
-    let nodes = informer::spawn::<Node>(&mut tasks, Arc::clone(&store), "/registry/nodes/");
     let daemons = daemonset::DaemonSetController::new(&mut tasks, api.clone());
-    tasks.spawn(daemons.run(daemon_sets, nodes, pods_for_daemons));
+    tasks.spawn(daemons.run(daemon_sets, nodes_for_daemons, pods_for_daemons));
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
@@ -119,7 +123,6 @@ pub fn spawn_with(
         slices,
     ));
 
-    let nodes = informer::spawn::<Node>(&mut tasks, Arc::clone(&store), "/registry/nodes/");
     let leases = informer::spawn::<Lease>(
         &mut tasks,
         Arc::clone(&store),
@@ -132,7 +135,7 @@ pub fn spawn_with(
             events,
             config.node_monitor_grace,
         )
-        .run(nodes, leases),
+        .run(nodes_for_lifecycle, leases),
     );
 
     let kinds: Vec<&'static ResourceInfo> = api::resources().iter().map(|r| r.info()).collect();
@@ -169,11 +172,16 @@ fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
     )
 }
 
-type PodEvents = mpsc::Receiver<InformerEvent<Arc<pod_view::Pod>>>;
+type Shared<T> = mpsc::Receiver<InformerEvent<Arc<T>>>;
 
-/// One informer of the pods, its events handed to `N` controllers.
-fn shared_pods<const N: usize>(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) -> [PodEvents; N] {
-    let mut pods = informer::spawn::<pod_view::Pod>(tasks, Arc::clone(store), "/registry/pods/");
+/// One informer of the objects under `prefix`, each decoded once, its
+/// events handed to `N` controllers.
+fn shared<T: Informed + Sync, const N: usize>(
+    tasks: &mut JoinSet<()>,
+    store: &Arc<dyn Store>,
+    prefix: &str,
+) -> [Shared<T>; N] {
+    let mut objects = informer::spawn::<T>(tasks, Arc::clone(store), prefix);
     let mut senders = Vec::with_capacity(N);
     let receivers = std::array::from_fn(|_| {
         let (sender, receiver) = mpsc::channel(1024);
@@ -181,13 +189,13 @@ fn shared_pods<const N: usize>(tasks: &mut JoinSet<()>, store: &Arc<dyn Store>) 
         receiver
     });
     tasks.spawn(async move {
-        while let Some(event) = pods.recv().await {
+        while let Some(event) = objects.recv().await {
             let event = match event {
                 InformerEvent::Listed(all) => {
                     InformerEvent::Listed(all.into_iter().map(Arc::new).collect())
                 }
-                InformerEvent::Applied(pod) => InformerEvent::Applied(Arc::new(pod)),
-                InformerEvent::Deleted(pod) => InformerEvent::Deleted(Arc::new(pod)),
+                InformerEvent::Applied(object) => InformerEvent::Applied(Arc::new(object)),
+                InformerEvent::Deleted(object) => InformerEvent::Deleted(Arc::new(object)),
             };
             for sender in &senders {
                 if sender.send(event.clone()).await.is_err() {

@@ -92,7 +92,7 @@ impl ReplicaSetController {
 
     pub async fn run(
         mut self,
-        mut sets: mpsc::Receiver<InformerEvent<ReplicaSet>>,
+        mut sets: mpsc::Receiver<InformerEvent<Arc<ReplicaSet>>>,
         mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
     ) {
         loop {
@@ -125,7 +125,7 @@ impl ReplicaSetController {
         }
     }
 
-    fn on_set(&mut self, event: InformerEvent<ReplicaSet>) {
+    fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
         match event {
             InformerEvent::Listed(all) => {
                 self.sets_listed = true;
@@ -137,7 +137,7 @@ impl ReplicaSetController {
                                 rs.metadata.namespace.as_deref(),
                                 rs.metadata.name.as_deref(),
                             ),
-                            Arc::new(rs),
+                            rs,
                         )
                     })
                     .collect();
@@ -151,7 +151,7 @@ impl ReplicaSetController {
                     rs.metadata.namespace.as_deref(),
                     rs.metadata.name.as_deref(),
                 );
-                self.sets.insert(key.clone(), Arc::new(rs));
+                self.sets.insert(key.clone(), rs);
                 self.queue.add(key);
             }
             InformerEvent::Deleted(rs) => {
@@ -328,11 +328,7 @@ impl ReplicaSetController {
             references.push(owner_reference(owner));
         }
         let patch = json!({ "metadata": { "ownerReferences": references } });
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
+        let path = pod.path();
         self.api
             .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
             .await
@@ -439,10 +435,7 @@ impl ReplicaSetController {
         for pod in ranked.into_iter().take(count) {
             let api = self.api.clone();
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let path = format!(
-                "/api/v1/namespaces/{}/pods/{name}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-            );
+            let path = pod.path();
             calls.spawn(async move {
                 let deleted = api
                     .send(Method::DELETE, &path, "application/json", &Value::Null)

@@ -111,7 +111,7 @@ impl DaemonSetController {
     pub async fn run(
         mut self,
         mut sets: mpsc::Receiver<InformerEvent<DaemonSet>>,
-        mut nodes: mpsc::Receiver<InformerEvent<Node>>,
+        mut nodes: mpsc::Receiver<InformerEvent<Arc<Node>>>,
         mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
     ) {
         loop {
@@ -191,13 +191,13 @@ impl DaemonSetController {
 
     /// Every set is looked at again when a node comes, goes, or changes
     /// in what placement reads (not on every status write).
-    fn on_node(&mut self, event: InformerEvent<Node>) {
+    fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
         let changed = match event {
             InformerEvent::Listed(all) => {
                 self.nodes_listed = true;
                 self.nodes = all
                     .iter()
-                    .map(NodeSpec::from_node)
+                    .map(|node| NodeSpec::from_node(node))
                     .map(|spec| (spec.name.clone(), spec))
                     .collect();
                 true

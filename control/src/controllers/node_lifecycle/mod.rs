@@ -22,7 +22,7 @@ use axum::http::Method;
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
-        core::v1::{Node, NodeCondition, Pod},
+        core::v1::{Node, NodeCondition, Pod, Taint},
     },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
@@ -133,7 +133,7 @@ impl NodeLifecycleController {
 
     pub async fn run(
         mut self,
-        mut nodes: mpsc::Receiver<InformerEvent<Node>>,
+        mut nodes: mpsc::Receiver<InformerEvent<Arc<Node>>>,
         mut leases: mpsc::Receiver<InformerEvent<Lease>>,
     ) {
         let period = (self.grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
@@ -184,7 +184,7 @@ impl NodeLifecycleController {
         }
     }
 
-    fn on_node(&mut self, event: InformerEvent<Node>) {
+    fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
         match event {
             InformerEvent::Listed(all) => {
                 self.nodes_listed = true;
@@ -196,13 +196,13 @@ impl NodeLifecycleController {
             InformerEvent::Applied(node) => {
                 let name = node.metadata.name.clone().unwrap_or_default();
                 self.heard_from(&name, None, status_heartbeat(&node));
-                self.nodes.insert(name.clone(), Arc::new(node));
+                self.nodes.insert(name.clone(), node);
                 self.queue.add(name);
             }
             InformerEvent::Deleted(node) => {
-                let name = node.metadata.name.unwrap_or_default();
-                self.nodes.remove(&name);
-                self.heard.remove(&name);
+                let name = node.metadata.name.as_deref().unwrap_or_default();
+                self.nodes.remove(name);
+                self.heard.remove(name);
             }
         }
     }
@@ -343,11 +343,7 @@ impl NodeLifecycleController {
 
     /// Deletes the pods whose tolerations of the node's NoExecute taints
     /// have run out; returns when to look again.
-    async fn evict(
-        &self,
-        name: &str,
-        taints: &[k8s_openapi::api::core::v1::Taint],
-    ) -> Result<Duration, LocalApiError> {
+    async fn evict(&self, name: &str, taints: &[Taint]) -> Result<Duration, LocalApiError> {
         let now = Timestamp::now();
         let mut recheck = EVICTION_RECHECK;
         for pod in self.pods_on(name).await? {
