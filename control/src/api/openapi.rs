@@ -132,11 +132,7 @@ const PATCH_TYPES: &[&str] = &[
 
 /// The paths of one resource.
 fn paths_of(info: &ResourceInfo, schema: &str, paths: &mut Map<String, Value>) {
-    let root = if info.group.is_empty() {
-        "/api/v1".to_owned()
-    } else {
-        format!("/apis/{}/{}", info.group, info.version)
-    };
+    let root = info.api_root();
     let kind = gvk(info.group, info.version, info.kind);
     let scoped = if info.namespaced {
         format!("{root}/namespaces/{{namespace}}/{}", info.plural)

@@ -104,11 +104,7 @@ impl Item {
 }
 
 fn object_path(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
-    let base = if info.group.is_empty() {
-        format!("/api/{}", info.version)
-    } else {
-        format!("/apis/{}/{}", info.group, info.version)
-    };
+    let base = info.api_root();
     match namespace.filter(|_| info.namespaced) {
         Some(namespace) => format!("{base}/namespaces/{namespace}/{}/{name}", info.plural),
         None => format!("{base}/{}/{name}", info.plural),

@@ -34,12 +34,7 @@ pub struct NamespaceController {
 }
 
 fn collection_path(info: &ResourceInfo, namespace: &str) -> String {
-    let base = if info.group.is_empty() {
-        format!("/api/{}", info.version)
-    } else {
-        format!("/apis/{}/{}", info.group, info.version)
-    };
-    format!("{base}/namespaces/{namespace}/{}", info.plural)
+    format!("{}/namespaces/{namespace}/{}", info.api_root(), info.plural)
 }
 
 fn is_deleting(namespace: &Namespace) -> bool {

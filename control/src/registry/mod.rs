@@ -40,6 +40,16 @@ pub struct ResourceInfo {
 }
 
 impl ResourceInfo {
+    /// Where the kind's group and version are served: `/api/v1` or
+    /// `/apis/<group>/<version>`.
+    pub fn api_root(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_owned()

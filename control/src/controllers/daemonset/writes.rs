@@ -117,7 +117,7 @@ impl Writer {
         let mut calls = JoinSet::new();
         for (pod, now) in pods {
             let api = self.api.clone();
-            let mut path = pod_path(pod);
+            let mut path = pod.path();
             if *now {
                 path.push_str("?gracePeriodSeconds=0");
             }
@@ -178,7 +178,7 @@ impl Writer {
         self.api
             .send_if_exists(
                 Method::PATCH,
-                &pod_path(pod),
+                &pod.path(),
                 "application/merge-patch+json",
                 &patch,
             )
@@ -233,23 +233,9 @@ impl Writer {
 
     /// Queues an event about `ds`.
     pub fn record(&self, ds: &DaemonSet, kind: &str, reason: &str, message: &str) {
-        let about = Involved {
-            api_version: "apps/v1",
-            kind: "DaemonSet",
-            namespace: ds.metadata.namespace.as_deref().unwrap_or_default(),
-            name: ds.metadata.name.as_deref().unwrap_or_default(),
-            uid: ds.metadata.uid.as_deref().unwrap_or_default(),
-        };
+        let about = Involved::of("apps/v1", "DaemonSet", &ds.metadata);
         self.events.record(about, kind, reason, message);
     }
-}
-
-fn pod_path(pod: &Pod) -> String {
-    format!(
-        "/api/v1/namespaces/{}/pods/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 pub fn owner_reference(ds: &DaemonSet) -> OwnerReference {

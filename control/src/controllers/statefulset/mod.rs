@@ -68,10 +68,6 @@ fn template_of(set: &StatefulSet) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn pod_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{namespace}/pods/{name}")
-}
-
 impl StatefulSetController {
     pub fn new(api: LocalApi, events: EventRecorder) -> Self {
         Self {
@@ -306,10 +302,7 @@ impl StatefulSetController {
             .collect();
         references.extend(owner.map(identity::owner_reference));
         let patch = json!({ "metadata": { "ownerReferences": references } });
-        let path = pod_path(
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod.metadata.name.as_deref().unwrap_or_default(),
-        );
+        let path = pod.path();
         self.api
             .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
             .await
@@ -393,7 +386,6 @@ impl StatefulSetController {
         set: &StatefulSet,
         pod: &Pod,
     ) -> Result<(), LocalApiError> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let options = json!({
@@ -405,12 +397,7 @@ impl StatefulSetController {
         );
         match self
             .api
-            .send(
-                Method::DELETE,
-                &pod_path(namespace, name),
-                "application/json",
-                &options,
-            )
+            .send(Method::DELETE, &pod.path(), "application/json", &options)
             .await
         {
             Ok(deleted) => {
@@ -443,7 +430,7 @@ impl StatefulSetController {
 
     async fn relabel(&mut self, key: &str, pod: &Pod, ordinal: i32) -> Result<(), LocalApiError> {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let path = pod_path(pod.metadata.namespace.as_deref().unwrap_or_default(), name);
+        let path = pod.path();
         let patch = identity::label_patch(name, ordinal);
         if let Some(patched) = self
             .api
@@ -457,13 +444,7 @@ impl StatefulSetController {
     }
 
     fn record(&self, set: &StatefulSet, kind: &str, reason: &str, message: &str) {
-        let about = Involved {
-            api_version: "apps/v1",
-            kind: "StatefulSet",
-            namespace: set.metadata.namespace.as_deref().unwrap_or_default(),
-            name: set.metadata.name.as_deref().unwrap_or_default(),
-            uid: set.metadata.uid.as_deref().unwrap_or_default(),
-        };
+        let about = Involved::of("apps/v1", "StatefulSet", &set.metadata);
         self.events.record(about, kind, reason, message);
     }
 
