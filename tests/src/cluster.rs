@@ -309,6 +309,16 @@ impl TestCluster {
     }
 }
 
+/// A pod that is Ready and not being deleted: one that serves.
+pub fn serving(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn which_kubectl() -> anyhow::Result<std::path::PathBuf> {
     crate::control::kubectl_binaries()?
         .into_iter()

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, time::Duration};
 use capstan_tests::{
     TestNet,
     artifacts::TESTAPP_IMAGE,
-    cluster::{ClusterSettings, TestCluster},
+    cluster::{ClusterSettings, TestCluster, serving},
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
@@ -21,21 +21,12 @@ use kube::{
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The nodes of the ready pods, if every pod is ready and on its own node.
 fn one_ready_per_node(pods: &ObjectList<Pod>) -> Option<BTreeSet<String>> {
     let nodes: BTreeSet<String> = pods
         .items
         .iter()
-        .filter(|p| ready(p))
+        .filter(|p| serving(p))
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
     (nodes.len() == pods.items.len()).then_some(nodes)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use capstan_tests::{
     TestNet,
     artifacts::{TESTAPP_IMAGE, TESTAPP_V2_IMAGE},
-    cluster::TestCluster,
+    cluster::{TestCluster, serving},
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
@@ -22,15 +22,6 @@ use k8s_openapi::api::{
 use kube::{Api, api::ListParams};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn image(pod: &Pod) -> String {
     pod.spec.as_ref().unwrap().containers[0]
@@ -47,10 +38,10 @@ async fn census(pods: &Api<Pod>, on: &str) -> anyhow::Result<(usize, usize, usiz
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    let ready_on = live.iter().filter(|p| ready(p) && image(p) == on).count();
+    let ready_on = live.iter().filter(|p| serving(p) && image(p) == on).count();
     Ok((
         live.len(),
-        live.iter().filter(|p| ready(p)).count(),
+        live.iter().filter(|p| serving(p)).count(),
         ready_on,
     ))
 }

@@ -15,7 +15,7 @@ use capstan_control::{api::DefaultTolerations, controllers::ControllersConfig};
 use capstan_tests::{
     TestNet,
     artifacts::TESTAPP_IMAGE,
-    cluster::{ClusterSettings, TestCluster},
+    cluster::{ClusterSettings, TestCluster, serving},
     control::ControlSettings,
 };
 use k8s_openapi::api::{
@@ -28,15 +28,6 @@ use kube::{Api, api::ListParams};
 const WAIT: Duration = Duration::from_secs(90);
 const GRACE: Duration = Duration::from_secs(20);
 const TOLERATION_SECONDS: i64 = 5;
-
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn node_of(pod: &Pod) -> String {
     pod.spec
@@ -120,7 +111,7 @@ spec:
         let all_ready = cluster
             .eventually(WAIT, "6 ready web pods", || async {
                 let listed = web_pods(&pods).await;
-                (listed.len() == 6 && listed.iter().all(ready)).then_some(listed)
+                (listed.len() == 6 && listed.iter().all(serving)).then_some(listed)
             })
             .await?;
         let describe = cluster.kubectl(&["describe", "deployment", "web"]).await?;
@@ -151,7 +142,7 @@ spec:
             .await?;
         cluster
             .wait_pod("default", &name, WAIT, "restarted and ready", |pod| {
-                restarts(pod) >= 1 && ready(pod)
+                restarts(pod) >= 1 && serving(pod)
             })
             .await?;
 
@@ -163,7 +154,7 @@ spec:
             .eventually(WAIT, "a replacement for the deleted pod", || async {
                 let listed = web_pods(&pods).await;
                 (listed.len() == 6
-                    && listed.iter().all(ready)
+                    && listed.iter().all(serving)
                     && listed
                         .iter()
                         .all(|p| p.metadata.name.as_deref() != Some(&name)))
@@ -204,7 +195,7 @@ spec:
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
                     .collect();
-                (live.len() == 6 && live.iter().all(|p| ready(p) && node_of(p) != stopped))
+                (live.len() == 6 && live.iter().all(|p| serving(p) && node_of(p) != stopped))
                     .then_some(())
             })
             .await?;
@@ -225,8 +216,9 @@ spec:
                 "no duplicates: 6 pods, none on the returned node",
                 || async {
                     let listed = web_pods(&pods).await;
-                    (listed.len() == 6 && listed.iter().all(|p| ready(p) && node_of(p) != stopped))
-                        .then_some(())
+                    (listed.len() == 6
+                        && listed.iter().all(|p| serving(p) && node_of(p) != stopped))
+                    .then_some(())
                 },
             )
             .await?;
@@ -251,7 +243,7 @@ spec:
                 let mut want: Vec<String> = web_pods(&pods)
                     .await
                     .iter()
-                    .filter(|p| ready(p))
+                    .filter(|p| serving(p))
                     .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
                     .collect();
                 let mut have: Vec<String> = slices

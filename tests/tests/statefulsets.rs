@@ -8,21 +8,16 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use capstan_tests::{TestNet, artifacts::TESTAPP_IMAGE, cluster::TestCluster};
+use capstan_tests::{
+    TestNet,
+    artifacts::TESTAPP_IMAGE,
+    cluster::{TestCluster, serving},
+};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn ordinal(pod: &Pod) -> usize {
     pod.metadata
@@ -92,7 +87,7 @@ spec:
                         let n = ordinal(&pod);
                         if !seen.contains_key(&n) {
                             for below in 0..n {
-                                let ready_below = seen.get(&below).is_some_and(ready);
+                                let ready_below = seen.get(&below).is_some_and(serving);
                                 anyhow::ensure!(
                                     ready_below,
                                     "web-{n} was created while web-{below} was not Ready"
@@ -107,7 +102,7 @@ spec:
                     }
                     WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
                 }
-                if seen.len() == 3 && seen.values().all(ready) {
+                if seen.len() == 3 && seen.values().all(serving) {
                     return Ok(());
                 }
             }
