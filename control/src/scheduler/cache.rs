@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use indexmap::IndexMap;
+
 use super::{
     node_info::{NodeInfo, NodeSpec},
     pod_info::{PodInfo, PodKey},
@@ -14,10 +16,11 @@ use super::{
 
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
-    /// Names of the nodes with a node object, in a stable order for the
-    /// round-robin start of each search.
-    order: Vec<String>,
+    /// Every node, by name and by a slot the search walks in order (a
+    /// hash lookup per node visited cost more than filtering it).
+    nodes: IndexMap<String, NodeInfo>,
+    /// How many of them have a node object.
+    with_spec: usize,
     /// Where each placed pod is, and whether only assumed there.
     placed: HashMap<PodKey, Placement>,
     /// Pods per zone and controller, for spreading across zones.
@@ -39,13 +42,25 @@ pub enum NodeChange {
 }
 
 impl Cache {
+    #[cfg(test)]
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name)
     }
 
-    /// Nodes with a node object, in search order.
-    pub fn node_names(&self) -> &[String] {
-        &self.order
+    /// Nodes with a node object.
+    pub fn node_count(&self) -> usize {
+        self.with_spec
+    }
+
+    /// Slots to search, `0..slots()`; a slot may hold no node object.
+    pub fn slots(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node in `slot`, if it has a node object.
+    pub fn node_at(&self, slot: usize) -> Option<(&NodeSpec, &NodeInfo)> {
+        let (_, info) = self.nodes.get_index(slot)?;
+        Some((info.spec.as_ref()?, info))
     }
 
     /// Replicas of `controller` in `zone`.
@@ -67,14 +82,13 @@ impl Cache {
     /// Stores a node; says whether its zone changed (the per-zone counts
     /// are then stale).
     fn put_node(&mut self, spec: NodeSpec) -> (NodeChange, bool) {
-        let name = spec.name.clone();
-        let info = self.nodes.entry(name.clone()).or_default();
+        let info = self.nodes.entry(spec.name.clone()).or_default();
         let change = match &info.spec {
             Some(old) if *old == spec => NodeChange::Unchanged,
             _ => NodeChange::MayFitMore,
         };
         if info.spec.is_none() {
-            self.order.push(name);
+            self.with_spec += 1;
         }
         let old_zone = info.spec.as_ref().and_then(|s| s.zone().map(str::to_owned));
         let zone_changed = old_zone.as_deref() != spec.zone();
@@ -86,12 +100,14 @@ impl Cache {
         let Some(info) = self.nodes.get_mut(name) else {
             return;
         };
-        let had_zone = info.spec.as_ref().and_then(|s| s.zone()).is_some();
-        info.spec = None;
+        let Some(spec) = info.spec.take() else {
+            return;
+        };
+        self.with_spec -= 1;
+        let had_zone = spec.zone().is_some();
         if info.is_empty() {
-            self.nodes.remove(name);
+            self.nodes.swap_remove(name);
         }
-        self.order.retain(|n| n != name);
         if had_zone {
             self.recount_zones();
         }
@@ -102,7 +118,7 @@ impl Cache {
         for info in self.nodes.values_mut() {
             info.spec = None;
         }
-        self.order.clear();
+        self.with_spec = 0;
         for spec in specs {
             self.put_node(spec);
         }
@@ -154,7 +170,7 @@ impl Cache {
         info.remove_pod(key);
         let zone = info.spec.as_ref().and_then(|s| s.zone().map(str::to_owned));
         if info.spec.is_none() && info.is_empty() {
-            self.nodes.remove(&placement.node);
+            self.nodes.swap_remove(&placement.node);
         }
         if let (Some(zone), Some(controller)) = (zone, controller) {
             self.count_zone(zone, controller, false);

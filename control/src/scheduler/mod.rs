@@ -338,21 +338,18 @@ impl Scheduler {
         pod: &PodInfo,
         scoring: &config::ScoringStrategy,
     ) -> Result<String, String> {
-        let names = self.cache.node_names();
-        let total = names.len();
+        let slots = self.cache.slots();
+        let total = self.cache.node_count();
         let wanted = feasible_nodes_to_find(total, self.config.percentage_of_nodes_to_score);
         let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(wanted.min(total));
         let mut reasons: HashMap<String, usize> = HashMap::new();
-        let mut checked = 0;
-        for i in 0..total {
+        let mut visited = 0;
+        for i in 0..slots {
             if candidates.len() >= wanted {
                 break;
             }
-            checked += 1;
-            let Some(info) = self.cache.node(&names[(self.next_start + i) % total]) else {
-                continue;
-            };
-            let Some(spec) = info.spec.as_ref() else {
+            visited += 1;
+            let Some((spec, info)) = self.cache.node_at((self.next_start + i) % slots) else {
                 continue;
             };
             match filters::check(pod, spec, info) {
@@ -364,8 +361,8 @@ impl Scheduler {
                 }
             }
         }
-        if total > 0 {
-            self.next_start = (self.next_start + checked) % total;
+        if slots > 0 {
+            self.next_start = (self.next_start + visited) % slots;
         }
         match candidates.len() {
             0 => Err(filters::unschedulable_message(total, &reasons)),

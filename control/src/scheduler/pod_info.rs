@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use capstan_quantity as quantity;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, NodeSelector, Pod, PreferredSchedulingTerm, Toleration,
+    Affinity, Container, NodeSelector, Pod, PodSpec, PreferredSchedulingTerm, Toleration,
 };
 
 /// The resources the scheduler accounts.
@@ -125,7 +125,8 @@ impl PodInfo {
         let meta = &pod.metadata;
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let no_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let affinity = spec
             .affinity
