@@ -98,8 +98,8 @@ async fn signalled() {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_arena_eager_commit` and `mi_option_purge_delay`
-/// (their places in `mi_option_e` of the bundled mimalloc 2; the Rust
-/// bindings name neither).
+/// (their places in `mi_option_e` of the mimalloc 3 that libmimalloc-sys
+/// bundles; the Rust bindings name neither).
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
