@@ -3,7 +3,8 @@
 //! finish graceful deletions themselves where an agent would): one pod
 //! bound to each eligible node as nodes join, change and leave; taints
 //! and tolerations; deleted, failed and surplus pods; the status
-//! counters; a rolling update within maxUnavailable, and OnDelete.
+//! counters; a rolling update within maxUnavailable, and OnDelete; the
+//! ControllerRevisions of its templates, an undo and their pruning.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -23,6 +24,7 @@ use tokio::task::JoinSet;
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const SETS: &str = "/apis/apps/v1/namespaces/default/daemonsets";
 const REVISION: &str = "controller-revision-hash";
+const REVISIONS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
 
 struct Cluster {
     api: Api,
@@ -138,6 +140,15 @@ impl Cluster {
             (on == nodes).then_some(pods)
         })
         .await
+    }
+
+    /// The ControllerRevisions, lowest revision first.
+    async fn revisions(&self) -> Vec<Value> {
+        let (code, list) = self.api.get(REVISIONS).await;
+        assert_eq!(code, 200, "{list}");
+        let mut items = list["items"].as_array().unwrap().clone();
+        items.sort_by_key(|r| r["revision"].as_i64());
+        items
     }
 
     async fn status_is(&self, app: &str, want: Value) {
@@ -553,4 +564,63 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
         .map(node_of)
         .collect();
     assert_eq!(updated, ["n2"]);
+
+    // Each template is a ControllerRevision named and labelled with the
+    // hash its pods carry.
+    let v3_hash = pods
+        .iter()
+        .find(|p| node_of(p) == "n2")
+        .unwrap()["metadata"]["labels"][REVISION]
+        .clone();
+    let revisions = cluster.revisions().await;
+    let hashes: Vec<(&Value, i64)> = revisions
+        .iter()
+        .map(|r| (&r["metadata"]["labels"][REVISION], r["revision"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(hashes, [(&old_hash, 1), (&v2_hash, 2), (&v3_hash, 3)]);
+    for revision in &revisions {
+        let hash = revision["metadata"]["labels"][REVISION].as_str().unwrap();
+        assert_eq!(name_of(revision), format!("agent-{hash}"));
+        assert_eq!(revision["metadata"]["labels"]["app"], "agent");
+        assert_eq!(revision["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    }
+
+    // An undo (the old revision's data as a strategic merge patch, as
+    // kubectl sends it) makes that revision the newest again: the three
+    // pods still at v2 count as updated.
+    let (code, body) = cluster
+        .api
+        .call(
+            "PATCH",
+            &format!("{SETS}/agent"),
+            Some(revisions[1]["data"].clone()),
+            "application/strategic-merge-patch+json",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    cluster
+        .status_is("agent", json!({ "updatedNumberScheduled": 3 }))
+        .await;
+    let revisions = cluster.revisions().await;
+    assert_eq!(revisions.last().unwrap()["metadata"]["labels"][REVISION], v2_hash);
+    assert_eq!(revisions.last().unwrap()["revision"], 4);
+
+    // Beyond the history limit, revisions no pod uses go: v1's; v3's
+    // stays while n2's pod is at it.
+    let (code, body) = cluster
+        .api
+        .merge(&format!("{SETS}/agent"), json!({ "spec": { "revisionHistoryLimit": 0 } }))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    cluster
+        .eventually("v1's revision pruned", async || {
+            let left: Vec<Value> = cluster
+                .revisions()
+                .await
+                .iter()
+                .map(|r| r["metadata"]["labels"][REVISION].clone())
+                .collect();
+            (left == [v3_hash.clone(), v2_hash.clone()]).then_some(())
+        })
+        .await;
 }

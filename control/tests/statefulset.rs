@@ -3,7 +3,7 @@
 //! themselves, and finish the graceful deletion of pods on a node):
 //! ordered and parallel creation and scale-down, stable names, replacement
 //! under the same name, rolling updates within a partition, OnDelete,
-//! adoption and release, status and events.
+//! adoption and release, status and events, ControllerRevisions.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -26,19 +26,38 @@ const REVISION: &str = "controller-revision-hash";
 const V1: &str = "capstan.invalid/testapp:v1";
 const V2: &str = "capstan.invalid/testapp:v2";
 
+const REVISIONS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
+
 struct Cluster {
     api: Api,
-    _controllers: JoinSet<()>,
+    controllers: JoinSet<()>,
 }
 
 impl Cluster {
     async fn new() -> Self {
         let api = Api::new().await;
         let controllers = controllers::spawn(Arc::clone(&api.store), api.app.clone(), &api.token);
-        Self {
-            api,
-            _controllers: controllers,
-        }
+        Self { api, controllers }
+    }
+
+    /// Stops the controllers and starts them afresh: whatever they knew
+    /// only in memory is gone.
+    async fn restart_controllers(&mut self) {
+        self.controllers.shutdown().await;
+        self.controllers = controllers::spawn(
+            Arc::clone(&self.api.store),
+            self.api.app.clone(),
+            &self.api.token,
+        );
+    }
+
+    /// The set's ControllerRevisions, lowest revision first.
+    async fn revisions(&self) -> Vec<Value> {
+        let (code, list) = self.api.get(REVISIONS).await;
+        assert_eq!(code, 200, "{list}");
+        let mut items = list["items"].as_array().unwrap().clone();
+        items.sort_by_key(|r| r["revision"].as_i64());
+        items
     }
 
     async fn eventually<T>(&self, what: &str, check: impl AsyncFn() -> Option<T>) -> T {
@@ -508,4 +527,104 @@ async fn orphans_named_as_members_are_adopted_and_pods_that_stop_matching_are_re
     cluster.api.delete(&format!("{PODS}/web-1"), None).await;
     let replacement = cluster.pod_when("web-1", "made by the set", owned).await;
     assert_eq!(replacement["metadata"]["labels"]["app"], "web");
+}
+
+#[tokio::test]
+async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() {
+    let mut cluster = Cluster::new().await;
+    let mut set = stateful_set(2, "Parallel", None);
+    set["spec"]["updateStrategy"] =
+        json!({ "type": "RollingUpdate", "rollingUpdate": { "partition": 1 } });
+    let (_, created) = cluster.api.post(SETS, set).await;
+    let old = revision(&cluster.ready("web-0").await);
+    cluster.ready("web-1").await;
+    cluster
+        .status_is(json!({ "readyReplicas": 2, "currentRevision": old }))
+        .await;
+    let revisions = cluster.revisions().await;
+    assert_eq!(revisions.len(), 1, "{revisions:?}");
+    let first = &revisions[0];
+    assert_eq!(first["metadata"]["name"], old.as_str());
+    assert_eq!(first["revision"], 1);
+    assert_eq!(first["metadata"]["labels"]["app"], "web");
+    let hash = first["metadata"]["labels"]["controller.kubernetes.io/hash"]
+        .as_str()
+        .unwrap();
+    assert_eq!(old, format!("web-{hash}"));
+    let owner = &first["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], created["metadata"]["uid"]);
+    assert_eq!(owner["controller"], true);
+    let template = &first["data"]["spec"]["template"];
+    assert_eq!(template["$patch"], "replace");
+    assert_eq!(template["spec"]["containers"][0]["image"], V1);
+
+    let v2 = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "c", "image": V2 }] } } } });
+    cluster.edit(v2).await;
+    let new = revision(
+        &cluster
+            .pod_when("web-1", "at the new revision", |p| revision(p) != old)
+            .await,
+    );
+    cluster.mark_ready("web-1").await;
+    let revisions = cluster.revisions().await;
+    let numbered: Vec<(&str, i64)> = revisions
+        .iter()
+        .map(|r| {
+            (
+                r["metadata"]["name"].as_str().unwrap(),
+                r["revision"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(numbered, [(old.as_str(), 1), (new.as_str(), 2)]);
+
+    // Below the partition a pod is made again from the current revision,
+    // which the controllers read from its ControllerRevision, not memory.
+    cluster.restart_controllers().await;
+    let (_, web0) = cluster.api.get(&format!("{PODS}/web-0")).await;
+    cluster.api.delete(&format!("{PODS}/web-0"), None).await;
+    let web0 = cluster
+        .pod_when("web-0", "made again", |p| {
+            p["metadata"]["uid"] != web0["metadata"]["uid"]
+        })
+        .await;
+    assert_eq!(revision(&web0), old);
+    assert_eq!(image(&web0), V1);
+    cluster.mark_ready("web-0").await;
+
+    // `kubectl rollout undo` patches the set with the old revision's data.
+    let (code, body) = cluster
+        .api
+        .call(
+            "PATCH",
+            &format!("{SETS}/web"),
+            Some(revisions[0]["data"].clone()),
+            "application/strategic-merge-patch+json",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let web1 = cluster
+        .pod_when("web-1", "back at the old revision", |p| revision(p) == old)
+        .await;
+    assert_eq!(image(&web1), V1);
+    cluster.mark_ready("web-1").await;
+    cluster
+        .status_is(json!({ "updateRevision": old, "currentRevision": old, "updatedReplicas": 2 }))
+        .await;
+    let revisions = cluster.revisions().await;
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions[1]["metadata"]["name"], old.as_str());
+    assert_eq!(revisions[1]["revision"], 3, "the undo is revision 3");
+
+    // History beyond the limit that no pod uses goes.
+    cluster
+        .edit(json!({ "spec": { "revisionHistoryLimit": 0 } }))
+        .await;
+    cluster
+        .eventually("the unused revision deleted", async || {
+            let revisions = cluster.revisions().await;
+            (revisions.len() == 1 && revisions[0]["metadata"]["name"] == old.as_str())
+                .then_some(())
+        })
+        .await;
 }

@@ -88,6 +88,7 @@ fn resources_admitting(tolerations: DefaultTolerations) -> Vec<Arc<dyn ResourceA
         Typed::resource(kinds::apps::ReplicaSets),
         Typed::resource(kinds::apps::StatefulSets),
         Typed::resource(kinds::apps::DaemonSets),
+        Typed::resource(kinds::history::ControllerRevisions),
         Typed::resource(kinds::cluster::EndpointSlices),
         Typed::resource(kinds::cluster::Leases),
     ]

@@ -10,6 +10,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod garbage_collector;
+mod history;
 mod namespace;
 mod node_lifecycle;
 mod pod_view;
@@ -21,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+    apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet},
     coordination::v1::Lease,
     core::v1::{Endpoints, Namespace, Node, Service},
     discovery::v1::EndpointSlice,
@@ -79,6 +80,8 @@ pub fn spawn_with(
         shared::<ReplicaSet, 2>(&mut tasks, &store, "/registry/replicasets/");
     let [nodes_for_daemons, nodes_for_lifecycle] =
         shared::<Node, 2>(&mut tasks, &store, "/registry/nodes/");
+    let [revisions_for_stateful_sets, revisions_for_daemons] =
+        shared::<ControllerRevision, 2>(&mut tasks, &store, "/registry/controllerrevisions/");
 
     let events = EventRecorder::new(&mut tasks, api.clone(), "replicaset-controller");
     tasks.spawn(
@@ -99,13 +102,18 @@ pub fn spawn_with(
     let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
     tasks.spawn(
         statefulset::StatefulSetController::new(api.clone(), events)
-            .run(stateful_sets, pods_for_stateful_sets),
+            .run(stateful_sets, pods_for_stateful_sets, revisions_for_stateful_sets),
     );
 
     let daemon_sets =
         informer::spawn::<DaemonSet>(&mut tasks, Arc::clone(&store), "/registry/daemonsets/");
     let daemons = daemonset::DaemonSetController::new(&mut tasks, api.clone());
-    tasks.spawn(daemons.run(daemon_sets, nodes_for_daemons, pods_for_daemons));
+    tasks.spawn(daemons.run(
+        daemon_sets,
+        nodes_for_daemons,
+        pods_for_daemons,
+        revisions_for_daemons,
+    ));
 
     let services =
         informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");

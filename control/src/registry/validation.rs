@@ -91,6 +91,14 @@ impl FieldError {
         }
     }
 
+    /// A required value with Kubernetes' explanation after it.
+    pub fn required_because(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::required(field)
+        }
+    }
+
     pub fn invalid(
         field: impl Into<String>,
         value: impl Into<BadValue>,

@@ -13,8 +13,8 @@
 //! old one. Matching orphans are adopted and pods that stop matching are
 //! released, as for ReplicaSets. Pods on nodes that are gone are deleted
 //! at once (Kubernetes leaves them to its pod garbage collector, which
-//! capstan does not have). No ControllerRevisions are written, so
-//! `kubectl rollout history` and `undo` do not cover DaemonSets.
+//! capstan does not have). Each template is kept as a ControllerRevision
+//! (see `history`), for `kubectl rollout history` and `undo`.
 //!
 //! Writes made but not yet seen through the informers are *expected*, as
 //! in the ReplicaSet controller, so a second pass never makes a node's pod
@@ -25,14 +25,14 @@ mod plan;
 mod writes;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::{
     api::{
-        apps::v1::DaemonSet,
+        apps::v1::{ControllerRevision, DaemonSet},
         core::v1::{Node, PodSpec},
     },
     jiff::Timestamp,
@@ -41,10 +41,16 @@ use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinSet};
 
 use self::{
-    plan::View,
+    plan::{REVISION_LABEL, View},
     writes::{Writer, new_pod, owner_reference},
 };
-use super::{deployment::template_hash, object_key, pod_view::Pod, work_queue::WorkQueue};
+use super::{
+    Shared,
+    history::{self, Ensured, HistoryCache},
+    object_key,
+    pod_view::Pod,
+    work_queue::WorkQueue,
+};
 use crate::{
     informer::InformerEvent,
     labels::Selector,
@@ -81,6 +87,7 @@ pub struct DaemonSetController {
     sets: HashMap<String, Arc<DaemonSet>>,
     nodes: BTreeMap<String, NodeSpec>,
     pods: HashMap<String, Arc<Pod>>,
+    history: HistoryCache,
     queue: WorkQueue,
     expectations: HashMap<String, Expectation>,
     /// Per set, per node.
@@ -99,6 +106,7 @@ impl DaemonSetController {
             sets: HashMap::new(),
             nodes: BTreeMap::new(),
             pods: HashMap::new(),
+            history: HistoryCache::default(),
             queue: WorkQueue::default(),
             expectations: HashMap::new(),
             failed_backoff: HashMap::new(),
@@ -113,6 +121,7 @@ impl DaemonSetController {
         mut sets: mpsc::Receiver<InformerEvent<DaemonSet>>,
         mut nodes: mpsc::Receiver<InformerEvent<Arc<Node>>>,
         mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
+        mut revisions: Shared<ControllerRevision>,
     ) {
         loop {
             while let Ok(event) = sets.try_recv() {
@@ -124,9 +133,13 @@ impl DaemonSetController {
             while let Ok(event) = pods.try_recv() {
                 self.on_pod(event);
             }
+            while let Ok(event) = revisions.try_recv() {
+                self.on_revision(event);
+            }
             if self.sets_listed
                 && self.nodes_listed
                 && self.pods_listed
+                && self.history.is_listed()
                 && let Some(key) = self.queue.pop()
             {
                 let outcome = self.reconcile(&key).await;
@@ -145,6 +158,10 @@ impl DaemonSetController {
                 },
                 event = pods.recv() => match event {
                     Some(event) => self.on_pod(event),
+                    None => return,
+                },
+                event = revisions.recv() => match event {
+                    Some(event) => self.on_revision(event),
                     None => return,
                 },
                 () = tokio::time::sleep_until(wake.into()) => {}
@@ -185,6 +202,14 @@ impl DaemonSetController {
                 self.sets.remove(&key);
                 self.expectations.remove(&key);
                 self.failed_backoff.remove(&key);
+            }
+        }
+    }
+
+    fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
+        for owner in self.history.on_event(event, "DaemonSet") {
+            if self.sets.contains_key(&owner) {
+                self.queue.add(owner);
             }
         }
     }
@@ -315,9 +340,31 @@ impl DaemonSetController {
         }
         let owned = self.claim(&ds).await?;
         let spec = ds.spec.clone().unwrap_or_default();
+        let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
+        let owner = history::Owner {
+            api_version: "apps/v1",
+            kind: "DaemonSet",
+            meta: &ds.metadata,
+            template: &template,
+            hash_label: REVISION_LABEL,
+            collision_count: ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
+        };
+        let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
+        let revisions = self
+            .history
+            .owned(namespace, ds.metadata.uid.as_deref().unwrap_or_default());
+        let hash = match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
+            Ensured::Revision(kept) => kept.hash,
+            Ensured::Collided => {
+                self.writer
+                    .write_collision(&ds, owner.collision_count + 1)
+                    .await?;
+                return Ok(None);
+            }
+        };
         let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
         placement::add_daemon_tolerations(&mut pod_spec);
-        let view = self.view(&ds, &pod_spec, owned);
+        let view = self.view(&ds, &pod_spec, owned, hash);
         let synced = self.expectations_met(key);
         let mut backoff = None;
         let mut outcome = Ok(());
@@ -366,6 +413,17 @@ impl DaemonSetController {
         };
         self.writer.write_status(&ds, counts, generation).await?;
         outcome?;
+        let ds_name = ds.metadata.name.as_deref().unwrap_or_default();
+        let live: HashSet<String> = view
+            .pods
+            .values()
+            .flatten()
+            .map(|p| format!("{ds_name}-{}", plan::hash_of(p)))
+            .chain([format!("{ds_name}-{}", view.hash)])
+            .collect();
+        let live = live.iter().map(String::as_str).collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        history::prune(self.writer.api(), &revisions, &live, limit).await?;
         let until_available = until_available.map(|left| left + Duration::from_millis(100));
         Ok([backoff, until_available].into_iter().flatten().min())
     }
@@ -404,7 +462,7 @@ impl DaemonSetController {
         Ok(owned)
     }
 
-    fn view(&self, ds: &DaemonSet, pod_spec: &PodSpec, owned: Vec<Arc<Pod>>) -> View {
+    fn view(&self, ds: &DaemonSet, pod_spec: &PodSpec, owned: Vec<Arc<Pod>>, hash: String) -> View {
         let spec = ds.spec.as_ref();
         let verdicts = self
             .nodes
@@ -422,12 +480,11 @@ impl DaemonSetController {
             let node = pod.spec.node_name.clone().unwrap_or_default();
             pods.entry(node).or_default().push(pod);
         }
-        let template = spec.map(|s| &s.template);
         let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
         View {
             verdicts,
             pods,
-            hash: template_hash(&serde_json::to_value(template).unwrap_or(Value::Null)),
+            hash,
             min_ready: Duration::from_secs(u64::try_from(min_ready).unwrap_or(0)),
             now: Timestamp::now(),
         }

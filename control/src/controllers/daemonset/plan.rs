@@ -13,6 +13,15 @@ use super::{super::pod_view::Pod, placement::Verdict};
 /// The label that tells a pod's template revision (the template's hash).
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
+/// The hash of the revision `pod` was made from ("" when it has none).
+pub fn hash_of(pod: &Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
+}
+
 /// A DaemonSet as one pass sees it.
 #[derive(Debug)]
 pub struct View {
@@ -83,11 +92,7 @@ impl View {
     }
 
     pub fn is_updated(&self, pod: &Pod) -> bool {
-        pod.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REVISION_LABEL))
-            .is_some_and(|h| *h == self.hash)
+        hash_of(pod) == self.hash
     }
 
     /// None when `pod` is not ready; otherwise how long until it has been

@@ -220,13 +220,21 @@ impl Writer {
             "updatedNumberScheduled": counts.updated,
             "observedGeneration": generation,
         } });
-        let path = format!(
-            "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
-            ds.metadata.namespace.as_deref().unwrap_or_default(),
-            ds.metadata.name.as_deref().unwrap_or_default()
-        );
         self.api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .send_if_exists(Method::PATCH, &status_path(ds), "application/merge-patch+json", &patch)
+            .await
+            .map(drop)
+    }
+
+    pub fn api(&self) -> &LocalApi {
+        &self.api
+    }
+
+    /// Counts a revision name found taken, so the next differs.
+    pub async fn write_collision(&self, ds: &DaemonSet, count: i32) -> Result<(), LocalApiError> {
+        let patch = json!({ "status": { "collisionCount": count } });
+        self.api
+            .send_if_exists(Method::PATCH, &status_path(ds), "application/merge-patch+json", &patch)
             .await
             .map(drop)
     }
@@ -236,6 +244,14 @@ impl Writer {
         let about = Involved::of("apps/v1", "DaemonSet", &ds.metadata);
         self.events.record(about, kind, reason, message);
     }
+}
+
+fn status_path(ds: &DaemonSet) -> String {
+    format!(
+        "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
+        ds.metadata.namespace.as_deref().unwrap_or_default(),
+        ds.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 pub fn owner_reference(ds: &DaemonSet) -> OwnerReference {

@@ -4,22 +4,25 @@
 //! after the template's hash (`controller-revision-hash`). It adopts
 //! matching orphans that bear the set's name, releases pods that stop
 //! matching, reports SuccessfulCreate and SuccessfulDelete events, and
-//! writes the status `kubectl rollout status` reads.
-//!
-//! ControllerRevisions are not served, so the older template that pods
-//! below a partition are made again from is remembered here, in memory,
-//! from the set's past versions; after a restart of control such a pod
-//! comes back at the update revision instead.
+//! writes the status `kubectl rollout status` reads. Each template is
+//! kept as a ControllerRevision (see `history`); pods below a partition
+//! are made again from the current revision's.
 
 mod expectations;
 mod identity;
 mod plan;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::http::Method;
 use k8s_openapi::{
-    api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp,
+    api::apps::v1::{ControllerRevision, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    jiff::Timestamp,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -28,7 +31,13 @@ use self::{
     expectations::{Expectations, Expected},
     plan::{Action, Member, Revision, Rules},
 };
-use super::{object_key, pod_view::Pod, work_queue::WorkQueue};
+use super::{
+    Shared,
+    history::{self, Ensured, HistoryCache},
+    object_key,
+    pod_view::Pod,
+    work_queue::WorkQueue,
+};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -44,9 +53,7 @@ pub struct StatefulSetController {
     events: EventRecorder,
     sets: HashMap<String, Arc<StatefulSet>>,
     pods: HashMap<String, Arc<Pod>>,
-    /// Pod templates by set key and revision name: the update revision's,
-    /// and the current one's while it differs.
-    templates: HashMap<String, HashMap<String, Arc<Value>>>,
+    history: HistoryCache,
     expectations: Expectations,
     queue: WorkQueue,
     sets_listed: bool,
@@ -75,7 +82,7 @@ impl StatefulSetController {
             events,
             sets: HashMap::new(),
             pods: HashMap::new(),
-            templates: HashMap::new(),
+            history: HistoryCache::default(),
             expectations: Expectations::default(),
             queue: WorkQueue::default(),
             sets_listed: false,
@@ -87,6 +94,7 @@ impl StatefulSetController {
         mut self,
         mut sets: mpsc::Receiver<InformerEvent<StatefulSet>>,
         mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
+        mut revisions: Shared<ControllerRevision>,
     ) {
         loop {
             while let Ok(event) = sets.try_recv() {
@@ -95,8 +103,12 @@ impl StatefulSetController {
             while let Ok(event) = pods.try_recv() {
                 self.on_pod(event);
             }
+            while let Ok(event) = revisions.try_recv() {
+                self.on_revision(event);
+            }
             if self.sets_listed
                 && self.pods_listed
+                && self.history.is_listed()
                 && let Some(key) = self.queue.pop()
             {
                 let outcome = self.reconcile(&key).await;
@@ -113,6 +125,10 @@ impl StatefulSetController {
                     Some(event) => self.on_pod(event),
                     None => return,
                 },
+                event = revisions.recv() => match event {
+                    Some(event) => self.on_revision(event),
+                    None => return,
+                },
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -127,32 +143,29 @@ impl StatefulSetController {
                     self.on_set_applied(set);
                 }
                 let sets = &self.sets;
-                self.templates.retain(|key, _| sets.contains_key(key));
                 self.expectations.retain_sets(|set| sets.contains_key(set));
             }
             InformerEvent::Applied(set) => self.on_set_applied(set),
             InformerEvent::Deleted(set) => {
                 let key = set_key(&set);
                 self.sets.remove(&key);
-                self.templates.remove(&key);
                 self.expectations.retain_sets(|set| set != key);
             }
         }
     }
 
-    /// Caches the set and remembers its template under its revision.
     fn on_set_applied(&mut self, set: StatefulSet) {
         let key = set_key(&set);
-        let template = template_of(&set);
-        let revision =
-            identity::revision_name(set.metadata.name.as_deref().unwrap_or_default(), &template);
-        self.templates
-            .entry(key.clone())
-            .or_default()
-            .entry(revision)
-            .or_insert_with(|| Arc::new(template));
         self.sets.insert(key.clone(), Arc::new(set));
         self.queue.add(key);
+    }
+
+    fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
+        for owner in self.history.on_event(event, "StatefulSet") {
+            if self.sets.contains_key(&owner) {
+                self.queue.add(owner);
+            }
+        }
     }
 
     fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
@@ -219,30 +232,60 @@ impl StatefulSetController {
         };
         let members = self.claim(&set, &selector).await?;
         let template = Arc::new(template_of(&set));
-        let update =
-            identity::revision_name(set.metadata.name.as_deref().unwrap_or_default(), &template);
+        let owner = history::Owner {
+            api_version: "apps/v1",
+            kind: "StatefulSet",
+            meta: &set.metadata,
+            template: &template,
+            hash_label: history::HASH_LABEL,
+            collision_count: set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
+        };
+        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+        let owned = self
+            .history
+            .owned(namespace, set.metadata.uid.as_deref().unwrap_or_default());
+        let deleting = set.metadata.deletion_timestamp.is_some();
+        let update = if deleting {
+            owner.revision_name()
+        } else {
+            match history::ensure(&self.api, &self.history, &owner, &owned).await? {
+                Ensured::Revision(kept) => kept.name,
+                Ensured::Collided => {
+                    self.write_collision(&set, owner.collision_count + 1).await?;
+                    return Ok(None);
+                }
+            }
+        };
         let current = set
             .status
             .as_ref()
             .and_then(|s| s.current_revision.clone())
-            .filter(|r| !r.is_empty())
+            .filter(|r| !r.is_empty() && (*r == update || owned.iter().any(|o| o.metadata.name.as_ref() == Some(r))))
             .unwrap_or_else(|| update.clone());
+        let current_template = owned
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(current.as_str()))
+            .and_then(|r| history::template_in(r))
+            .map(Arc::new);
         let rules = Rules::of(spec);
         let now = Timestamp::now();
         let mut outcome = Ok(());
-        if set.metadata.deletion_timestamp.is_none() && self.expectations.met(key) {
+        if !deleting && self.expectations.met(key) {
             let actions = plan::plan(&rules, &members, &update, now);
             let revisions = (current.as_str(), update.as_str());
-            outcome = self.apply(key, &set, actions, revisions, &template).await;
+            let templates = (current_template.as_ref(), &template);
+            outcome = self.apply(key, &set, actions, revisions, templates).await;
         }
         let status = plan::status(&rules, &members, &current, &update, now);
-        if let Some(templates) = self.templates.get_mut(key) {
-            templates
-                .retain(|revision, _| *revision == status.current_revision || *revision == update);
-        }
         let written = self.write_status(&set, &status, &update).await;
         outcome?;
         written?;
+        if !deleting {
+            let mut live: HashSet<&str> = members.iter().map(|m| identity::revision_of(&m.pod)).collect();
+            live.extend([status.current_revision.as_str(), update.as_str()]);
+            let limit = spec.revision_history_limit.unwrap_or(10);
+            history::prune(&self.api, &owned, &live, limit).await?;
+        }
         Ok(status.recheck.map(|left| left + Duration::from_millis(100)))
     }
 
@@ -316,22 +359,16 @@ impl StatefulSetController {
         set: &StatefulSet,
         actions: Vec<Action<'_>>,
         (current, update): (&str, &str),
-        template: &Arc<Value>,
+        (current_template, update_template): (Option<&Arc<Value>>, &Arc<Value>),
     ) -> Result<(), LocalApiError> {
         for action in actions {
             match action {
                 Action::Create { ordinal, revision } => {
-                    let known = self
-                        .templates
-                        .get(key)
-                        .and_then(|t| t.get(current))
-                        .filter(|_| revision == Revision::Current)
-                        .cloned();
-                    let (revision, template) = match known {
-                        Some(old) => (current, old),
-                        None => (update, Arc::clone(template)),
+                    let (revision, template) = match current_template {
+                        Some(old) if revision == Revision::Current => (current, old),
+                        _ => (update, update_template),
                     };
-                    self.create(key, set, &template, revision, ordinal).await?;
+                    self.create(key, set, template, revision, ordinal).await?;
                 }
                 Action::Delete(member) => self.delete(key, set, &member.pod).await?,
                 Action::Relabel(member) => self.relabel(key, &member.pod, member.ordinal).await?,
@@ -465,7 +502,7 @@ impl StatefulSetController {
             "currentRevision": status.current_revision,
             "updateRevision": update,
             "observedGeneration": set.metadata.generation.unwrap_or(0),
-            "collisionCount": 0,
+            "collisionCount": set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
         });
         let old = set.status.clone().unwrap_or_default();
         let written = json!({
@@ -477,11 +514,21 @@ impl StatefulSetController {
             "currentRevision": old.current_revision.unwrap_or_default(),
             "updateRevision": old.update_revision.unwrap_or_default(),
             "observedGeneration": old.observed_generation.unwrap_or(0),
-            "collisionCount": old.collision_count.unwrap_or(0),
+            "collisionCount": old.collision_count,
         });
         if wanted == written {
             return Ok(());
         }
+        self.patch_status(set, wanted).await
+    }
+
+    /// Counts a revision name found taken, so the next differs.
+    async fn write_collision(&self, set: &StatefulSet, count: i32) -> Result<(), LocalApiError> {
+        self.patch_status(set, json!({ "collisionCount": count }))
+            .await
+    }
+
+    async fn patch_status(&self, set: &StatefulSet, status: Value) -> Result<(), LocalApiError> {
         let path = format!(
             "/apis/apps/v1/namespaces/{}/statefulsets/{}/status",
             set.metadata.namespace.as_deref().unwrap_or_default(),
@@ -492,7 +539,7 @@ impl StatefulSetController {
                 Method::PATCH,
                 &path,
                 "application/merge-patch+json",
-                &json!({ "status": wanted }),
+                &json!({ "status": status }),
             )
             .await
             .map(drop)

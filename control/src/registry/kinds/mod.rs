@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod cluster;
 pub mod core;
+pub mod history;
 pub mod nodes;
 pub mod pod_spec;
 pub mod pods;
