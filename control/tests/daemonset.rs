@@ -567,22 +567,27 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
 
     // Each template is a ControllerRevision named and labelled with the
     // hash its pods carry.
-    let v3_hash = pods
-        .iter()
-        .find(|p| node_of(p) == "n2")
-        .unwrap()["metadata"]["labels"][REVISION]
-        .clone();
+    let v3_hash =
+        pods.iter().find(|p| node_of(p) == "n2").unwrap()["metadata"]["labels"][REVISION].clone();
     let revisions = cluster.revisions().await;
     let hashes: Vec<(&Value, i64)> = revisions
         .iter()
-        .map(|r| (&r["metadata"]["labels"][REVISION], r["revision"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                &r["metadata"]["labels"][REVISION],
+                r["revision"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(hashes, [(&old_hash, 1), (&v2_hash, 2), (&v3_hash, 3)]);
     for revision in &revisions {
         let hash = revision["metadata"]["labels"][REVISION].as_str().unwrap();
         assert_eq!(name_of(revision), format!("agent-{hash}"));
         assert_eq!(revision["metadata"]["labels"]["app"], "agent");
-        assert_eq!(revision["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+        assert_eq!(
+            revision["metadata"]["ownerReferences"][0]["kind"],
+            "DaemonSet"
+        );
     }
 
     // An undo (the old revision's data as a strategic merge patch, as
@@ -602,14 +607,20 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
         .status_is("agent", json!({ "updatedNumberScheduled": 3 }))
         .await;
     let revisions = cluster.revisions().await;
-    assert_eq!(revisions.last().unwrap()["metadata"]["labels"][REVISION], v2_hash);
+    assert_eq!(
+        revisions.last().unwrap()["metadata"]["labels"][REVISION],
+        v2_hash
+    );
     assert_eq!(revisions.last().unwrap()["revision"], 4);
 
     // Beyond the history limit, revisions no pod uses go: v1's; v3's
     // stays while n2's pod is at it.
     let (code, body) = cluster
         .api
-        .merge(&format!("{SETS}/agent"), json!({ "spec": { "revisionHistoryLimit": 0 } }))
+        .merge(
+            &format!("{SETS}/agent"),
+            json!({ "spec": { "revisionHistoryLimit": 0 } }),
+        )
         .await;
     assert_eq!(code, 200, "{body}");
     cluster

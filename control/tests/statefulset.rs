@@ -623,8 +623,7 @@ async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() 
     cluster
         .eventually("the unused revision deleted", async || {
             let revisions = cluster.revisions().await;
-            (revisions.len() == 1 && revisions[0]["metadata"]["name"] == old.as_str())
-                .then_some(())
+            (revisions.len() == 1 && revisions[0]["metadata"]["name"] == old.as_str()).then_some(())
         })
         .await;
 }

@@ -117,8 +117,19 @@ data: {{colour: blue}}
                 "--timeout=60s",
             ])
             .await?;
+        let history = cluster
+            .kubectl(&["rollout", "history", "daemonset/probe", "-n", "shop"])
+            .await?;
+        let revisions: Vec<&str> = history
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(revisions, ["1"], "{history}");
 
-        // kubectl waits until the namespace is gone.
+        // kubectl waits until the namespace is gone (and with it the
+        // DaemonSet's ControllerRevision).
         cluster
             .kubectl(&["delete", "namespace", "shop", "--timeout=90s"])
             .await?;

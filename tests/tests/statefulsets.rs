@@ -2,7 +2,8 @@
 //! kubectl: web-0, web-1 and web-2 are created in order, each only once
 //! the one before is Ready (checked on every watch event, in the store's
 //! order), with stable hostnames under the governing Service; scaling down
-//! removes web-2 first.
+//! removes web-2 first; `kubectl set image`, `rollout history` and
+//! `rollout undo` go through its ControllerRevisions.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -10,7 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use capstan_tests::{
     TestNet,
-    artifacts::TESTAPP_IMAGE,
+    artifacts::{TESTAPP_IMAGE, TESTAPP_V2_IMAGE},
     cluster::{TestCluster, serving},
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -26,6 +27,36 @@ fn ordinal(pod: &Pod) -> usize {
         .and_then(|n| n.strip_prefix("web-"))
         .and_then(|n| n.parse().ok())
         .unwrap()
+}
+
+/// The revision numbers `kubectl rollout history` lists.
+async fn revisions(cluster: &TestCluster) -> anyhow::Result<Vec<String>> {
+    let history = cluster
+        .kubectl(&["rollout", "history", "statefulset/web"])
+        .await?;
+    Ok(history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Waits until `kubectl rollout status` says done and web-0 runs `image`.
+async fn rolled_out_with(cluster: &TestCluster, image: &str) -> anyhow::Result<()> {
+    let status = cluster
+        .kubectl(&["rollout", "status", "statefulset/web", "--timeout=60s"])
+        .await?;
+    anyhow::ensure!(status.contains("roll out complete"), "{status}");
+    let pods = cluster.pods("default");
+    cluster
+        .eventually(WAIT, &format!("web-0 serving with {image}"), || async {
+            let pod = pods.get("web-0").await.ok()?;
+            let running = pod.spec.as_ref()?.containers[0].image.as_deref() == Some(image);
+            (running && serving(&pod)).then_some(())
+        })
+        .await
 }
 
 #[test]
@@ -147,6 +178,36 @@ spec:
         scaled.map_err(|_| anyhow::anyhow!("a scale-down to 1 within {WAIT:?}"))??;
         assert_eq!(deleting_order, [2, 1], "removed from the top");
         assert!(seen.contains_key(&0));
+
+        // A new image is revision 2; an undo brings revision 1's template
+        // back as revision 3.
+        cluster
+            .kubectl(&[
+                "set",
+                "image",
+                "statefulset/web",
+                &format!("app={TESTAPP_V2_IMAGE}"),
+            ])
+            .await?;
+        rolled_out_with(cluster, TESTAPP_V2_IMAGE).await?;
+        assert_eq!(revisions(cluster).await?, ["1", "2"]);
+        let listed = cluster
+            .kubectl(&["get", "controllerrevisions", "--no-headers"])
+            .await?;
+        assert_eq!(
+            listed.matches("statefulset.apps/web").count(),
+            2,
+            "{listed}"
+        );
+        let undone = cluster
+            .kubectl(&["rollout", "undo", "statefulset/web"])
+            .await?;
+        assert!(
+            undone.contains("statefulset.apps/web rolled back"),
+            "{undone}"
+        );
+        rolled_out_with(cluster, TESTAPP_IMAGE).await?;
+        assert_eq!(revisions(cluster).await?, ["2", "3"]);
         Ok(())
     });
 }

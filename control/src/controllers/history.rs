@@ -15,7 +15,9 @@ use std::{
 };
 
 use axum::http::Method;
-use k8s_openapi::{api::apps::v1::ControllerRevision, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::apps::v1::ControllerRevision, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde_json::{Value, json};
 
 use super::{deployment::template_hash, object_key};
@@ -102,9 +104,7 @@ impl HistoryCache {
             })
             .cloned()
             .collect();
-        owned.sort_by(|a, b| {
-            (a.revision, &a.metadata.name).cmp(&(b.revision, &b.metadata.name))
-        });
+        owned.sort_by(|a, b| (a.revision, &a.metadata.name).cmp(&(b.revision, &b.metadata.name)));
         owned
     }
 
@@ -179,7 +179,9 @@ enum Step<'a> {
     Newest(&'a ControllerRevision),
     /// An older one holds it: it becomes the newest.
     Renumber(&'a ControllerRevision, i64),
-    Create { revision: i64 },
+    Create {
+        revision: i64,
+    },
     /// Its name is taken by a revision holding something else.
     Collision,
 }
@@ -313,7 +315,9 @@ fn surplus<'a>(
         .map(Arc::as_ref)
         .filter(|r| !live.contains(name_of(r).as_str()))
         .collect();
-    let extra = idle.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+    let extra = idle
+        .len()
+        .saturating_sub(usize::try_from(limit).unwrap_or(0));
     idle.into_iter().take(extra).collect()
 }
 
@@ -358,15 +362,23 @@ mod tests {
 
     #[test]
     fn the_data_restores_the_template_and_gives_it_back() {
-        let template = json!({ "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [] } });
+        let template =
+            json!({ "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [] } });
         let data = data_of(&template);
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
-        assert_eq!(template_in(&revision("web-1", 1, &template)), Some(template));
+        assert_eq!(
+            template_in(&revision("web-1", 1, &template)),
+            Some(template)
+        );
     }
 
     #[test]
     fn the_template_in_force_is_always_the_newest_revision() {
-        let (a, b, c) = (json!({ "v": "a" }), json!({ "v": "b" }), json!({ "v": "c" }));
+        let (a, b, c) = (
+            json!({ "v": "a" }),
+            json!({ "v": "b" }),
+            json!({ "v": "c" }),
+        );
         let owned = vec![revision("web-a", 1, &a), revision("web-b", 2, &b)];
         assert_eq!(step(&owned, &data_of(&b), None), Step::Newest(&owned[1]));
         assert_eq!(
@@ -374,7 +386,10 @@ mod tests {
             Step::Renumber(&owned[0], 3),
             "an undo renumbers the old revision"
         );
-        assert_eq!(step(&owned, &data_of(&c), None), Step::Create { revision: 3 });
+        assert_eq!(
+            step(&owned, &data_of(&c), None),
+            Step::Create { revision: 3 }
+        );
         assert_eq!(step(&[], &data_of(&c), None), Step::Create { revision: 1 });
         let other = revision("web-c", 7, &json!({ "v": "other" }));
         assert_eq!(step(&owned, &data_of(&c), Some(&other)), Step::Collision);
@@ -394,6 +409,9 @@ mod tests {
         let live: HashSet<&str> = ["web-5", "web-1"].into();
         assert_eq!(names(surplus(&owned, &live, 1)), ["web-2", "web-3"]);
         assert!(surplus(&owned, &live, 10).is_empty());
-        assert_eq!(names(surplus(&owned, &live, 0)), ["web-2", "web-3", "web-4"]);
+        assert_eq!(
+            names(surplus(&owned, &live, 0)),
+            ["web-2", "web-3", "web-4"]
+        );
     }
 }

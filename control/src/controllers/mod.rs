@@ -101,8 +101,11 @@ pub fn spawn_with(
         informer::spawn::<StatefulSet>(&mut tasks, Arc::clone(&store), "/registry/statefulsets/");
     let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
     tasks.spawn(
-        statefulset::StatefulSetController::new(api.clone(), events)
-            .run(stateful_sets, pods_for_stateful_sets, revisions_for_stateful_sets),
+        statefulset::StatefulSetController::new(api.clone(), events).run(
+            stateful_sets,
+            pods_for_stateful_sets,
+            revisions_for_stateful_sets,
+        ),
     );
 
     let daemon_sets =

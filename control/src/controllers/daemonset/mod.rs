@@ -347,21 +347,26 @@ impl DaemonSetController {
             meta: &ds.metadata,
             template: &template,
             hash_label: REVISION_LABEL,
-            collision_count: ds.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
+            collision_count: ds
+                .status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0),
         };
         let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
         let revisions = self
             .history
             .owned(namespace, ds.metadata.uid.as_deref().unwrap_or_default());
-        let hash = match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
-            Ensured::Revision(kept) => kept.hash,
-            Ensured::Collided => {
-                self.writer
-                    .write_collision(&ds, owner.collision_count + 1)
-                    .await?;
-                return Ok(None);
-            }
-        };
+        let hash =
+            match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
+                Ensured::Revision(kept) => kept.hash,
+                Ensured::Collided => {
+                    self.writer
+                        .write_collision(&ds, owner.collision_count + 1)
+                        .await?;
+                    return Ok(None);
+                }
+            };
         let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
         placement::add_daemon_tolerations(&mut pod_spec);
         let view = self.view(&ds, &pod_spec, owned, hash);

@@ -221,7 +221,12 @@ impl Writer {
             "observedGeneration": generation,
         } });
         self.api
-            .send_if_exists(Method::PATCH, &status_path(ds), "application/merge-patch+json", &patch)
+            .send_if_exists(
+                Method::PATCH,
+                &status_path(ds),
+                "application/merge-patch+json",
+                &patch,
+            )
             .await
             .map(drop)
     }
@@ -234,7 +239,12 @@ impl Writer {
     pub async fn write_collision(&self, ds: &DaemonSet, count: i32) -> Result<(), LocalApiError> {
         let patch = json!({ "status": { "collisionCount": count } });
         self.api
-            .send_if_exists(Method::PATCH, &status_path(ds), "application/merge-patch+json", &patch)
+            .send_if_exists(
+                Method::PATCH,
+                &status_path(ds),
+                "application/merge-patch+json",
+                &patch,
+            )
             .await
             .map(drop)
     }

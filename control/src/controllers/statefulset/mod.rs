@@ -238,7 +238,11 @@ impl StatefulSetController {
             meta: &set.metadata,
             template: &template,
             hash_label: history::HASH_LABEL,
-            collision_count: set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
+            collision_count: set
+                .status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0),
         };
         let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
         let owned = self
@@ -251,7 +255,8 @@ impl StatefulSetController {
             match history::ensure(&self.api, &self.history, &owner, &owned).await? {
                 Ensured::Revision(kept) => kept.name,
                 Ensured::Collided => {
-                    self.write_collision(&set, owner.collision_count + 1).await?;
+                    self.write_collision(&set, owner.collision_count + 1)
+                        .await?;
                     return Ok(None);
                 }
             }
@@ -260,7 +265,10 @@ impl StatefulSetController {
             .status
             .as_ref()
             .and_then(|s| s.current_revision.clone())
-            .filter(|r| !r.is_empty() && (*r == update || owned.iter().any(|o| o.metadata.name.as_ref() == Some(r))))
+            .filter(|r| {
+                !r.is_empty()
+                    && (*r == update || owned.iter().any(|o| o.metadata.name.as_ref() == Some(r)))
+            })
             .unwrap_or_else(|| update.clone());
         let current_template = owned
             .iter()
@@ -281,7 +289,10 @@ impl StatefulSetController {
         outcome?;
         written?;
         if !deleting {
-            let mut live: HashSet<&str> = members.iter().map(|m| identity::revision_of(&m.pod)).collect();
+            let mut live: HashSet<&str> = members
+                .iter()
+                .map(|m| identity::revision_of(&m.pod))
+                .collect();
             live.extend([status.current_revision.as_str(), update.as_str()]);
             let limit = spec.revision_history_limit.unwrap_or(10);
             history::prune(&self.api, &owned, &live, limit).await?;

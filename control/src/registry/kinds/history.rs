@@ -43,9 +43,17 @@ impl Kind for ControllerRevisions {
         errors
     }
 
-    fn validate_update(&self, new: &ControllerRevision, old: &ControllerRevision) -> Vec<FieldError> {
+    fn validate_update(
+        &self,
+        new: &ControllerRevision,
+        old: &ControllerRevision,
+    ) -> Vec<FieldError> {
         if new.data != old.data {
-            let shown = new.data.as_ref().map(|d| d.0.to_string()).unwrap_or_default();
+            let shown = new
+                .data
+                .as_ref()
+                .map(|d| d.0.to_string())
+                .unwrap_or_default();
             vec![FieldError::immutable("data", shown)]
         } else {
             Vec::new()
@@ -111,10 +119,13 @@ mod tests {
                 "revision: Invalid value: -1: must be greater than or equal to 0",
             ]
         );
-        let old = revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 1 }, "revision": 1 }));
-        let renumbered = revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 1 }, "revision": 4 }));
+        let old =
+            revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 1 }, "revision": 1 }));
+        let renumbered =
+            revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 1 }, "revision": 4 }));
         assert!(kind.validate_update(&renumbered, &old).is_empty());
-        let changed = revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 2 }, "revision": 1 }));
+        let changed =
+            revision(json!({ "metadata": { "name": "web-1" }, "data": { "a": 2 }, "revision": 1 }));
         assert_eq!(
             messages(kind.validate_update(&changed, &old)),
             [r#"data: Invalid value: "{"a":2}": field is immutable"#]
@@ -131,7 +142,10 @@ mod tests {
             "data": {}, "revision": 3,
         }));
         let cells = ControllerRevisions.cells(&owned, jiff::Timestamp::now());
-        assert_eq!(cells[..3], [json!("web-5d8f"), json!("statefulset.apps/web"), json!(3)]);
+        assert_eq!(
+            cells[..3],
+            [json!("web-5d8f"), json!("statefulset.apps/web"), json!(3)]
+        );
         let orphan = revision(json!({ "metadata": { "name": "x" }, "data": {}, "revision": 1 }));
         let cells = ControllerRevisions.cells(&orphan, jiff::Timestamp::now());
         assert_eq!(cells[1], json!("<none>"));
