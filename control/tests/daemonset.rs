@@ -635,3 +635,61 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_surging_update_starts_each_new_pod_before_the_old_one_goes() {
+    let mut cluster = Cluster::new().await;
+    let nodes = ["n1", "n2", "n3", "n4"];
+    for name in nodes {
+        cluster.node(name, json!({}), json!({}), true).await;
+    }
+    cluster.fake_agents();
+    let surge = json!({ "updateStrategy": { "type": "RollingUpdate",
+        "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } } });
+    cluster.create(daemon_set("proxy", surge)).await;
+    cluster
+        .status_is(
+            "proxy",
+            json!({ "numberAvailable": 4, "updatedNumberScheduled": 4 }),
+        )
+        .await;
+    let old_hash = cluster.pods("proxy").await[0]["metadata"]["labels"][REVISION].clone();
+
+    let v2 = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "c", "image": "capstan.invalid/agent:v2" }] } } } });
+    let (code, body) = cluster.api.merge(&format!("{SETS}/proxy"), v2).await;
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut fewest_serving, mut most_pods) = (nodes.len(), 0);
+    loop {
+        let pods = cluster.pods("proxy").await;
+        let serving: BTreeSet<String> = pods.iter().filter(|p| is_ready(p)).map(node_of).collect();
+        fewest_serving = fewest_serving.min(serving.len());
+        most_pods = most_pods.max(pods.len());
+        let (_, ds) = cluster.api.get(&format!("{SETS}/proxy")).await;
+        if ds["status"]["updatedNumberScheduled"] == 4
+            && pods.len() == 4
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["labels"][REVISION] != old_hash && is_ready(p))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout stuck: {}", ds["status"]);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(fewest_serving, 4, "a node was left without a ready pod");
+    assert!(most_pods <= 5, "{most_pods} pods at once with maxSurge 1");
+
+    // Surging and taking nodes down are exclusive, as in Kubernetes.
+    let both =
+        json!({ "spec": { "updateStrategy": { "rollingUpdate": { "maxUnavailable": 1 } } } });
+    let (code, body) = cluster.api.merge(&format!("{SETS}/proxy"), both).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not be set when maxUnavailable is non-zero"),
+        "{body}"
+    );
+}

@@ -8,9 +8,10 @@
 //! deleted and so replaced, with a per-node back-off (1 s doubling to
 //! 15 min, Kubernetes' guard against an agent that keeps failing it).
 //! RollingUpdate then deletes old pods while at most maxUnavailable nodes
-//! lack an available new one; OnDelete leaves old pods until someone else
-//! deletes them. maxSurge is ignored: a new pod never starts beside the
-//! old one. Matching orphans are adopted and pods that stop matching are
+//! lack an available new one, or, with maxSurge, starts new pods beside
+//! old ones on up to maxSurge nodes and deletes each old pod once the new
+//! one beside it is available; OnDelete leaves old pods until someone
+//! else deletes them. Matching orphans are adopted and pods that stop matching are
 //! released, as for ReplicaSets. Pods on nodes that are gone are deleted
 //! at once (Kubernetes leaves them to its pod garbage collector, which
 //! capstan does not have). Each template is kept as a ControllerRevision
@@ -373,8 +374,17 @@ impl DaemonSetController {
         let synced = self.expectations_met(key);
         let mut backoff = None;
         let mut outcome = Ok(());
+        let rolling = spec
+            .update_strategy
+            .as_ref()
+            .filter(|s| s.type_.as_deref().is_none_or(|t| t == "RollingUpdate"))
+            .map(|s| s.rolling_update.clone().unwrap_or_default());
+        let desired = view.counts().0.desired;
+        let surge = rolling
+            .as_ref()
+            .map_or(0, |r| plan::max_surge(r.max_surge.as_ref(), desired));
         if synced {
-            let actions = view.manage();
+            let actions = view.manage(surge > 0);
             let (failed, wait) = self.failed_to_delete(&ds, key, &actions.failed);
             backoff = wait;
             let mut delete = actions.delete;
@@ -390,22 +400,18 @@ impl DaemonSetController {
                     &actions.stranded,
                 )
                 .await;
-            let rolling = spec
-                .update_strategy
-                .as_ref()
-                .and_then(|s| s.type_.as_deref())
-                .is_none_or(|t| t == "RollingUpdate");
-            if outcome.is_ok() && rolling && self.expectations_met(key) {
-                let (counts, _) = view.counts();
-                let max = plan::max_unavailable(
-                    spec.update_strategy
-                        .as_ref()
-                        .and_then(|s| s.rolling_update.as_ref())
-                        .and_then(|r| r.max_unavailable.as_ref()),
-                    counts.desired,
-                );
-                let old = view.to_replace(max);
-                outcome = self.sync(key, &ds, &body, &[], &old, &[]).await;
+            if outcome.is_ok()
+                && let Some(rolling) = &rolling
+                && self.expectations_met(key)
+            {
+                outcome = if surge > 0 {
+                    let (create_on, old) = view.to_surge(surge);
+                    self.sync(key, &ds, &body, &create_on, &old, &[]).await
+                } else {
+                    let max = plan::max_unavailable(rolling.max_unavailable.as_ref(), desired);
+                    let old = view.to_replace(max);
+                    self.sync(key, &ds, &body, &[], &old, &[]).await
+                };
             }
         }
         let (counts, until_available) = view.counts();

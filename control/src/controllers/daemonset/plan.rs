@@ -1,7 +1,8 @@
 //! What one pass over a DaemonSet decides, from the caches alone: the
 //! nodes missing a pod, the pods that must go (failed or succeeded,
 //! surplus on their node, on a node they no longer belong on, on a node
-//! that is gone), the old pods a rolling update replaces now, and the
+//! that is gone), the old pods a rolling update replaces now (or, when
+//! it surges, the nodes that get a new pod beside the old one), and the
 //! status counters. Nothing here writes, so every rule is tested as is.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -74,11 +75,17 @@ fn age(pod: &Pod) -> impl Ord + '_ {
 }
 
 /// maxUnavailable as a count of the nodes that should run a pod
-/// (percentages rounded up); at least one, since maxSurge is not
-/// implemented and a rollout must move.
+/// (percentages rounded up); at least one, so that a rollout moves.
 pub fn max_unavailable(value: Option<&IntOrString>, desired: i32) -> usize {
     let count = super::super::deployment::resolve(value, desired, true);
     usize::try_from(count).unwrap_or(0).max(1)
+}
+
+/// maxSurge as a count of the nodes that should run a pod (percentages
+/// rounded up); 0 when the set takes nodes down instead.
+pub fn max_surge(value: Option<&IntOrString>, desired: i32) -> usize {
+    let count = super::super::deployment::resolve(value, desired, true);
+    usize::try_from(count).unwrap_or(0)
 }
 
 impl View {
@@ -108,9 +115,11 @@ impl View {
     }
 
     /// A pod for every node that should run one and has none; the failed,
-    /// succeeded and surplus pods (all but the oldest) of nodes where pods
-    /// may stay; every pod of the others.
-    pub fn manage(&self) -> Actions<'_> {
+    /// succeeded and surplus pods of nodes where pods may stay (all but
+    /// the oldest; when `surging`, all but the oldest new and the oldest
+    /// old one, and that old one too once the new one is available or if
+    /// it is not ready); every pod of the others.
+    pub fn manage(&self, surging: bool) -> Actions<'_> {
         let mut actions = Actions::default();
         for (node, verdict) in &self.verdicts {
             let occupied = self.pods.get(node).is_some_and(|p| !p.is_empty());
@@ -126,7 +135,11 @@ impl View {
                     }
                 }
                 running.sort_by_key(|p| age(p));
-                actions.delete.extend(running.into_iter().skip(1));
+                if surging {
+                    actions.delete.extend(self.surplus_beside(running));
+                } else {
+                    actions.delete.extend(running.into_iter().skip(1));
+                }
             } else {
                 actions.delete.extend(self.live(node));
             }
@@ -137,6 +150,74 @@ impl View {
             }
         }
         actions
+    }
+
+    /// Of a node's running pods, oldest first, those that go when a new
+    /// pod may run beside an old one.
+    fn surplus_beside<'a>(&self, running: Vec<&'a Pod>) -> Vec<&'a Pod> {
+        let (mut new, mut old): (Vec<&Pod>, Vec<&Pod>) =
+            running.into_iter().partition(|p| self.is_updated(p));
+        let mut surplus: Vec<&Pod> = new.split_off(new.len().min(1));
+        surplus.extend(old.split_off(old.len().min(1)));
+        if let ([new], [old]) = (new.as_slice(), old.as_slice())
+            && (old.ready_since().is_none() || self.is_available(new))
+        {
+            surplus.push(old);
+        }
+        surplus
+    }
+
+    /// RollingUpdate with surge, as Kubernetes does it: the nodes that get
+    /// a new pod beside their old one now (every node whose old pod is
+    /// unavailable, and up to `max_surge` others less those still waiting
+    /// for theirs), and the old pods whose new pod is available. An old
+    /// pod on a node it no longer suits goes once enough pods elsewhere
+    /// are available.
+    pub fn to_surge(&self, max_surge: usize) -> (Vec<&str>, Vec<&Pod>) {
+        let (mut waiting, mut available) = (0, 0);
+        let mut create_on = Vec::new();
+        let mut candidates = Vec::new();
+        let mut delete = Vec::new();
+        let mut misplaced = Vec::new();
+        for (node, verdict) in &self.verdicts {
+            let (new, old): (Vec<&Pod>, Vec<&Pod>) =
+                self.live(node).partition(|p| self.is_updated(p));
+            match (new.as_slice(), old.as_slice()) {
+                (_, []) => {
+                    available += usize::from(new.first().is_some_and(|p| self.is_available(p)));
+                }
+                ([], [old]) => {
+                    let up = self.is_available(old);
+                    available += usize::from(up);
+                    match (verdict.should_run, up) {
+                        (false, false) => delete.push(*old),
+                        (false, true) => misplaced.push(*old),
+                        (true, false) => create_on.push(node.as_str()),
+                        (true, true) => candidates.push(node.as_str()),
+                    }
+                }
+                ([new], [old]) => {
+                    available += usize::from(self.is_available(old));
+                    if self.is_available(new) {
+                        delete.push(*old);
+                    } else {
+                        waiting += 1;
+                    }
+                }
+                // More than one of a kind: the pass that manages pods
+                // deals with it first.
+                _ => waiting += 1,
+            }
+        }
+        let room = max_surge.saturating_sub(waiting).min(candidates.len());
+        create_on.extend(candidates.into_iter().take(room));
+        let desired = self.verdicts.values().filter(|v| v.should_run).count();
+        delete.extend(
+            misplaced
+                .into_iter()
+                .take(available.saturating_sub(desired)),
+        );
+        (create_on, delete)
     }
 
     /// RollingUpdate without surge: the old pods to delete now so that at
@@ -306,7 +387,7 @@ mod tests {
                 pod("gone-node", "n9", "new", json!({})),
             ],
         );
-        let actions = view.manage();
+        let actions = view.manage(false);
         assert_eq!(actions.create_on, ["n1"], "n3 is taken by a stopping pod");
         assert_eq!(
             names(&actions.delete),
@@ -352,6 +433,78 @@ mod tests {
             "a new pod not yet ready and a stopping pod use the budget"
         );
         assert_eq!(names(&busy.to_replace(3)), ["old-3"]);
+    }
+
+    #[test]
+    fn a_surging_update_starts_new_pods_beside_old_ones_and_then_retires_them() {
+        let starting = pod("new-2", "n2", "new", json!({}));
+        let view = snapshot(
+            &[
+                ("n1", RUN),
+                ("n2", RUN),
+                ("n3", RUN),
+                ("n4", RUN),
+                ("n5", RUN),
+                ("n6", STAY),
+            ],
+            vec![
+                ready("old-1", "n1", "old"),
+                ready("old-2", "n2", "old"),
+                starting,
+                ready("old-3", "n3", "old"),
+                ready("old-4", "n4", "old"),
+                ready("new-4", "n4", "new"),
+                pod("old-5", "n5", "old", json!({})),
+                ready("old-6", "n6", "old"),
+            ],
+        );
+        let (create_on, delete) = view.to_surge(2);
+        assert_eq!(
+            create_on,
+            ["n5", "n1"],
+            "n5's old pod is unavailable anyway; n2 still waits, so one more"
+        );
+        assert_eq!(
+            names(&delete),
+            ["old-4"],
+            "n4's new pod is available; n6's misplaced pod waits while n5 is down"
+        );
+        assert_eq!(view.to_surge(1).0, ["n5"], "n2's wait uses the surge");
+        let moved = snapshot(
+            &[("n1", RUN), ("n2", STAY)],
+            vec![ready("new-1", "n1", "new"), ready("old-2", "n2", "old")],
+        );
+        assert_eq!(
+            names(&moved.to_surge(1).1),
+            ["old-2"],
+            "a misplaced pod goes once the nodes that should run one are served"
+        );
+
+        // Managing a surging node keeps one new and one old pod, and the
+        // old one only until the new one is available.
+        let node = |pods: Vec<Arc<Pod>>| snapshot(&[("n1", RUN)], pods);
+        let later = json!({ "metadata": { "creationTimestamp": "2026-01-01T00:05:00Z" } });
+        let both = node(vec![
+            ready("old", "n1", "old"),
+            pod("new", "n1", "new", later.clone()),
+        ]);
+        assert!(both.manage(true).delete.is_empty());
+        assert_eq!(names(&both.manage(false).delete), ["new"]);
+        let done = node(vec![ready("old", "n1", "old"), ready("new", "n1", "new")]);
+        assert_eq!(names(&done.manage(true).delete), ["old"]);
+        let spare = node(vec![
+            ready("old", "n1", "old"),
+            pod("old-twin", "n1", "old", later),
+            pod("new", "n1", "new", json!({})),
+        ]);
+        assert_eq!(names(&spare.manage(true).delete), ["old-twin"]);
+    }
+
+    #[test]
+    fn max_surge_counts_nodes_rounding_up() {
+        assert_eq!(max_surge(Some(&IntOrString::String("10%".into())), 11), 2);
+        assert_eq!(max_surge(Some(&IntOrString::Int(0)), 10), 0);
+        assert_eq!(max_surge(None, 10), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     registry::{
         FieldError, Kind, ResourceInfo, SCALE, status,
         table::{AGE, Column, NAME, age, joined_or_none},
-        validation::labels,
+        validation::{BadValue, labels},
     },
 };
 
@@ -57,7 +57,7 @@ fn validate_workload(
                 if !parsed.matches_opt(template_labels) {
                     errors.push(FieldError::invalid(
                         "spec.template.metadata.labels",
-                        crate::registry::validation::BadValue::raw(go_map(template_labels)),
+                        BadValue::raw(go_map(template_labels)),
                         "`selector` does not match template `labels`",
                     ));
                 }
@@ -505,6 +505,64 @@ impl Kind for StatefulSets {
     }
 }
 
+/// A DaemonSet either surges (a new pod starts beside the old one) or
+/// takes nodes down, never both, as Kubernetes validates it.
+fn validate_daemon_rolling_update(rolling: &RollingUpdateDaemonSet) -> Vec<FieldError> {
+    const PATH: &str = "spec.updateStrategy.rollingUpdate";
+    let mut errors = Vec::new();
+    let mut nonzero = |value: Option<&IntOrString>, field: &str| -> bool {
+        let number = match value {
+            None => return false,
+            Some(IntOrString::Int(n)) => Some(i64::from(*n)),
+            Some(IntOrString::String(text)) => {
+                text.strip_suffix('%').and_then(|n| n.parse::<i64>().ok())
+            }
+        };
+        let shown = BadValue::raw(int_or_string(value));
+        let path = format!("{PATH}.{field}");
+        match number {
+            None => errors.push(FieldError::invalid(
+                path,
+                shown,
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%')",
+            )),
+            Some(n) if n < 0 => errors.push(FieldError::invalid(
+                path,
+                shown,
+                "must be greater than or equal to 0",
+            )),
+            Some(n) if n > 100 && matches!(value, Some(IntOrString::String(_))) => errors.push(
+                FieldError::invalid(path, shown, "must not be greater than 100%"),
+            ),
+            Some(n) => return n != 0,
+        }
+        false
+    };
+    let surge = nonzero(rolling.max_surge.as_ref(), "maxSurge");
+    let unavailable = nonzero(rolling.max_unavailable.as_ref(), "maxUnavailable");
+    match (surge, unavailable) {
+        (true, true) => errors.push(FieldError::invalid(
+            format!("{PATH}.maxSurge"),
+            BadValue::raw(int_or_string(rolling.max_surge.as_ref())),
+            "may not be set when maxUnavailable is non-zero",
+        )),
+        (false, false) if errors.is_empty() => errors.push(FieldError::required_because(
+            format!("{PATH}.maxUnavailable"),
+            "cannot be 0 when maxSurge is 0",
+        )),
+        _ => {}
+    }
+    errors
+}
+
+fn int_or_string(value: Option<&IntOrString>) -> String {
+    match value {
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(text)) => format!("{text:?}"),
+        None => String::new(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DaemonSets;
 
@@ -544,10 +602,18 @@ impl Kind for DaemonSets {
     }
 
     fn validate(&self, set: &DaemonSet) -> Vec<FieldError> {
-        match &set.spec {
-            Some(spec) => validate_workload(Some(&spec.selector), Some(&spec.template), None),
-            None => vec![FieldError::required("spec")],
+        let Some(spec) = &set.spec else {
+            return vec![FieldError::required("spec")];
+        };
+        let mut errors = validate_workload(Some(&spec.selector), Some(&spec.template), None);
+        if let Some(rolling) = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+        {
+            errors.extend(validate_daemon_rolling_update(rolling));
         }
+        errors
     }
 
     fn validate_update(&self, new: &DaemonSet, old: &DaemonSet) -> Vec<FieldError> {
@@ -699,6 +765,41 @@ mod tests {
         assert_eq!(
             Deployments.validate_update(&new, &old)[0].field,
             "spec.selector"
+        );
+    }
+
+    #[test]
+    fn a_daemon_set_surges_or_takes_nodes_down_but_not_both() {
+        let rolling = |surge: IntOrString, unavailable: IntOrString| RollingUpdateDaemonSet {
+            max_surge: Some(surge),
+            max_unavailable: Some(unavailable),
+        };
+        let errors = |r: RollingUpdateDaemonSet| -> Vec<String> {
+            validate_daemon_rolling_update(&r)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert!(errors(rolling(IntOrString::Int(1), IntOrString::Int(0))).is_empty());
+        assert!(errors(rolling(IntOrString::Int(0), percent("10%"))).is_empty());
+        assert_eq!(
+            errors(rolling(IntOrString::Int(1), IntOrString::Int(1))),
+            [
+                "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"
+            ]
+        );
+        assert_eq!(
+            errors(rolling(percent("0%"), IntOrString::Int(0))),
+            [
+                "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"
+            ]
+        );
+        assert_eq!(
+            errors(rolling(IntOrString::Int(-1), percent("150%"))),
+            [
+                "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: -1: must be greater than or equal to 0",
+                "spec.updateStrategy.rollingUpdate.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%",
+            ]
         );
     }
 }
