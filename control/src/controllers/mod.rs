@@ -13,6 +13,7 @@ mod garbage_collector;
 mod history;
 mod namespace;
 mod node_lifecycle;
+mod pod_cache;
 mod pod_view;
 mod replicaset;
 mod statefulset;

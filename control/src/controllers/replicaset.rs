@@ -20,7 +20,7 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
-use super::{object_key, pod_view::Pod, work_queue::WorkQueue};
+use super::{object_key, pod_cache::PodCache, pod_view::Pod, work_queue::WorkQueue};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -45,7 +45,7 @@ pub struct ReplicaSetController {
     api: LocalApi,
     events: EventRecorder,
     sets: HashMap<String, Arc<ReplicaSet>>,
-    pods: HashMap<String, Arc<Pod>>,
+    pods: PodCache,
     queue: WorkQueue,
     expectations: HashMap<String, Expectation>,
     sets_listed: bool,
@@ -82,7 +82,7 @@ impl ReplicaSetController {
             api,
             events,
             sets: HashMap::new(),
-            pods: HashMap::new(),
+            pods: PodCache::default(),
             queue: WorkQueue::default(),
             expectations: HashMap::new(),
             sets_listed: false,
@@ -169,7 +169,7 @@ impl ReplicaSetController {
         match event {
             InformerEvent::Listed(all) => {
                 self.pods_listed = true;
-                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
+                self.pods.reset(all);
                 self.expectations.clear();
                 let keys: Vec<String> = self.sets.keys().cloned().collect();
                 for key in keys {
@@ -177,7 +177,7 @@ impl ReplicaSetController {
                 }
             }
             InformerEvent::Applied(pod) => {
-                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
+                let old = self.pods.insert(Arc::clone(&pod));
                 let newly_deleting = pod.metadata.deletion_timestamp.is_some()
                     && old
                         .as_ref()
@@ -276,15 +276,9 @@ impl ReplicaSetController {
             return Ok(None);
         };
         let mut owned = Vec::new();
-        let candidates: Vec<Arc<Pod>> = self
-            .pods
-            .values()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-            .cloned()
-            .collect();
-        for pod in candidates {
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
-            let matches = !selector.is_empty() && selector.matches(&labels);
+        for pod in self.pods.claimable(&namespace, &uid) {
+            let matches =
+                !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref());
             match controller_ref(&pod) {
                 Some(owner) if owner.uid == uid => {
                     if matches {

@@ -49,6 +49,7 @@ use super::{
     Shared,
     history::{self, Ensured, HistoryCache},
     object_key,
+    pod_cache::PodCache,
     pod_view::Pod,
     work_queue::WorkQueue,
 };
@@ -87,7 +88,7 @@ pub struct DaemonSetController {
     writer: Writer,
     sets: HashMap<String, Arc<DaemonSet>>,
     nodes: BTreeMap<String, NodeSpec>,
-    pods: HashMap<String, Arc<Pod>>,
+    pods: PodCache,
     history: HistoryCache,
     queue: WorkQueue,
     expectations: HashMap<String, Expectation>,
@@ -106,7 +107,7 @@ impl DaemonSetController {
             writer: Writer::new(tasks, api),
             sets: HashMap::new(),
             nodes: BTreeMap::new(),
-            pods: HashMap::new(),
+            pods: PodCache::default(),
             history: HistoryCache::default(),
             queue: WorkQueue::default(),
             expectations: HashMap::new(),
@@ -248,12 +249,12 @@ impl DaemonSetController {
         match event {
             InformerEvent::Listed(all) => {
                 self.pods_listed = true;
-                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
+                self.pods.reset(all);
                 self.expectations.clear();
                 self.enqueue_all();
             }
             InformerEvent::Applied(pod) => {
-                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
+                let old = self.pods.insert(Arc::clone(&pod));
                 let newly_deleting = pod.metadata.deletion_timestamp.is_some()
                     && old
                         .as_ref()
@@ -443,14 +444,9 @@ impl DaemonSetController {
     /// owned pods that stop matching.
     async fn claim(&self, ds: &DaemonSet) -> Result<Vec<Arc<Pod>>, LocalApiError> {
         let uid = ds.metadata.uid.as_deref().unwrap_or_default();
-        let candidates: Vec<Arc<Pod>> = self
-            .pods
-            .values()
-            .filter(|p| p.metadata.namespace == ds.metadata.namespace)
-            .cloned()
-            .collect();
+        let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
         let mut owned = Vec::new();
-        for pod in candidates {
+        for pod in self.pods.claimable(namespace, uid) {
             let matches = selects(ds, &pod);
             match pod.controller_ref() {
                 Some(owner) if owner.uid == uid => {

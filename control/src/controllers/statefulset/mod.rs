@@ -35,6 +35,7 @@ use super::{
     Shared,
     history::{self, Ensured, HistoryCache},
     object_key,
+    pod_cache::PodCache,
     pod_view::Pod,
     work_queue::WorkQueue,
 };
@@ -52,7 +53,7 @@ pub struct StatefulSetController {
     api: LocalApi,
     events: EventRecorder,
     sets: HashMap<String, Arc<StatefulSet>>,
-    pods: HashMap<String, Arc<Pod>>,
+    pods: PodCache,
     history: HistoryCache,
     expectations: Expectations,
     queue: WorkQueue,
@@ -81,7 +82,7 @@ impl StatefulSetController {
             api,
             events,
             sets: HashMap::new(),
-            pods: HashMap::new(),
+            pods: PodCache::default(),
             history: HistoryCache::default(),
             expectations: Expectations::default(),
             queue: WorkQueue::default(),
@@ -172,7 +173,7 @@ impl StatefulSetController {
         match event {
             InformerEvent::Listed(all) => {
                 self.pods_listed = true;
-                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
+                self.pods.reset(all);
                 self.expectations.clear();
                 let keys: Vec<String> = self.sets.keys().cloned().collect();
                 for key in keys {
@@ -181,7 +182,7 @@ impl StatefulSetController {
             }
             InformerEvent::Applied(pod) => {
                 self.expectations.observe(&pod, false);
-                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
+                let old = self.pods.insert(Arc::clone(&pod));
                 self.enqueue_for(&pod);
                 if let Some(old) = old
                     && (old.metadata.labels != pod.metadata.labels
@@ -311,14 +312,9 @@ impl StatefulSetController {
         let name = set.metadata.name.as_deref().unwrap_or_default();
         let uid = set.metadata.uid.as_deref().unwrap_or_default();
         let deleting = set.metadata.deletion_timestamp.is_some();
-        let candidates: Vec<Arc<Pod>> = self
-            .pods
-            .values()
-            .filter(|p| p.metadata.namespace == set.metadata.namespace)
-            .cloned()
-            .collect();
+        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
         let mut members = Vec::new();
-        for pod in candidates {
+        for pod in self.pods.claimable(namespace, uid) {
             let ordinal = pod
                 .metadata
                 .name
