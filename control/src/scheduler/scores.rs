@@ -199,17 +199,21 @@ fn normalize(raw: Vec<i64>, reverse: bool) -> Vec<i64> {
 /// count is weighted by log(domains + 2), as Kubernetes does, so the
 /// constraint over more domains counts more.
 fn topology_spread(controller: &str, candidates: &[Candidate<'_>], cache: &Cache) -> Vec<i64> {
-    let zones: std::collections::HashSet<&str> =
-        candidates.iter().filter_map(|c| c.spec.zone()).collect();
+    // Each zone's count is looked up once: candidates are many, zones few.
+    let mut in_zones: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for zone in candidates.iter().filter_map(|c| c.spec.zone()) {
+        in_zones
+            .entry(zone)
+            .or_insert_with(|| f64::from(cache.zone_replicas(zone, controller)));
+    }
     let host_weight = ((candidates.len() + 2) as f64).ln();
-    let zone_weight = ((zones.len() + 2) as f64).ln();
+    let zone_weight = ((in_zones.len() + 2) as f64).ln();
     let raw: Vec<i64> = candidates
         .iter()
         .map(|c| {
             let on_node = f64::from(c.info.replicas_of(controller));
             let mut score = on_node * host_weight + (HOSTNAME_MAX_SKEW - 1) as f64;
-            if let Some(zone) = c.spec.zone() {
-                let in_zone = f64::from(cache.zone_replicas(zone, controller));
+            if let Some(in_zone) = c.spec.zone().and_then(|z| in_zones.get(z)) {
                 score += in_zone * zone_weight + (ZONE_MAX_SKEW - 1) as f64;
             }
             score.round() as i64
