@@ -24,7 +24,6 @@ use tokio::task::JoinSet;
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const SETS: &str = "/apis/apps/v1/namespaces/default/daemonsets";
 const REVISION: &str = "controller-revision-hash";
-const REVISIONS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
 
 struct Cluster {
     api: Api,
@@ -140,15 +139,6 @@ impl Cluster {
             (on == nodes).then_some(pods)
         })
         .await
-    }
-
-    /// The ControllerRevisions, lowest revision first.
-    async fn revisions(&self) -> Vec<Value> {
-        let (code, list) = self.api.get(REVISIONS).await;
-        assert_eq!(code, 200, "{list}");
-        let mut items = list["items"].as_array().unwrap().clone();
-        items.sort_by_key(|r| r["revision"].as_i64());
-        items
     }
 
     async fn status_is(&self, app: &str, want: Value) {
@@ -569,7 +559,7 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
     // hash its pods carry.
     let v3_hash =
         pods.iter().find(|p| node_of(p) == "n2").unwrap()["metadata"]["labels"][REVISION].clone();
-    let revisions = cluster.revisions().await;
+    let revisions = cluster.api.revisions().await;
     let hashes: Vec<(&Value, i64)> = revisions
         .iter()
         .map(|r| {
@@ -606,7 +596,7 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
     cluster
         .status_is("agent", json!({ "updatedNumberScheduled": 3 }))
         .await;
-    let revisions = cluster.revisions().await;
+    let revisions = cluster.api.revisions().await;
     assert_eq!(
         revisions.last().unwrap()["metadata"]["labels"][REVISION],
         v2_hash
@@ -626,6 +616,7 @@ async fn a_template_change_rolls_within_max_unavailable_and_on_delete_waits() {
     cluster
         .eventually("v1's revision pruned", async || {
             let left: Vec<Value> = cluster
+                .api
                 .revisions()
                 .await
                 .iter()

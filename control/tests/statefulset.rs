@@ -26,8 +26,6 @@ const REVISION: &str = "controller-revision-hash";
 const V1: &str = "capstan.invalid/testapp:v1";
 const V2: &str = "capstan.invalid/testapp:v2";
 
-const REVISIONS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
-
 struct Cluster {
     api: Api,
     controllers: JoinSet<()>,
@@ -49,15 +47,6 @@ impl Cluster {
             self.api.app.clone(),
             &self.api.token,
         );
-    }
-
-    /// The set's ControllerRevisions, lowest revision first.
-    async fn revisions(&self) -> Vec<Value> {
-        let (code, list) = self.api.get(REVISIONS).await;
-        assert_eq!(code, 200, "{list}");
-        let mut items = list["items"].as_array().unwrap().clone();
-        items.sort_by_key(|r| r["revision"].as_i64());
-        items
     }
 
     async fn eventually<T>(&self, what: &str, check: impl AsyncFn() -> Option<T>) -> T {
@@ -541,7 +530,7 @@ async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() 
     cluster
         .status_is(json!({ "readyReplicas": 2, "currentRevision": old }))
         .await;
-    let revisions = cluster.revisions().await;
+    let revisions = cluster.api.revisions().await;
     assert_eq!(revisions.len(), 1, "{revisions:?}");
     let first = &revisions[0];
     assert_eq!(first["metadata"]["name"], old.as_str());
@@ -566,7 +555,7 @@ async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() 
             .await,
     );
     cluster.mark_ready("web-1").await;
-    let revisions = cluster.revisions().await;
+    let revisions = cluster.api.revisions().await;
     let numbered: Vec<(&str, i64)> = revisions
         .iter()
         .map(|r| {
@@ -611,7 +600,7 @@ async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() 
     cluster
         .status_is(json!({ "updateRevision": old, "currentRevision": old, "updatedReplicas": 2 }))
         .await;
-    let revisions = cluster.revisions().await;
+    let revisions = cluster.api.revisions().await;
     assert_eq!(revisions.len(), 2);
     assert_eq!(revisions[1]["metadata"]["name"], old.as_str());
     assert_eq!(revisions[1]["revision"], 3, "the undo is revision 3");
@@ -622,7 +611,7 @@ async fn each_template_is_a_controller_revision_and_an_undo_renumbers_its_own() 
         .await;
     cluster
         .eventually("the unused revision deleted", async || {
-            let revisions = cluster.revisions().await;
+            let revisions = cluster.api.revisions().await;
             (revisions.len() == 1 && revisions[0]["metadata"]["name"] == old.as_str()).then_some(())
         })
         .await;

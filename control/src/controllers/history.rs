@@ -88,9 +88,11 @@ impl HistoryCache {
         }
     }
 
-    /// The revisions the object with `uid` controls in `namespace`, oldest
-    /// (lowest revision) first.
-    pub fn owned(&self, namespace: &str, uid: &str) -> Vec<Arc<ControllerRevision>> {
+    /// The revisions the object `owner` describes controls, oldest (lowest
+    /// revision) first.
+    pub fn owned(&self, owner: &ObjectMeta) -> Vec<Arc<ControllerRevision>> {
+        let namespace = owner.namespace.as_deref().unwrap_or_default();
+        let uid = owner.uid.as_deref().unwrap_or_default();
         let mut owned: Vec<Arc<ControllerRevision>> = self
             .revisions
             .values()
@@ -141,10 +143,9 @@ pub fn hash(template: &Value, collision_count: i32) -> String {
     }
 }
 
-/// What an owner needs of its history.
+/// What an owner (an apps/v1 workload) needs of its history.
 #[derive(Debug)]
 pub struct Owner<'a> {
-    pub api_version: &'static str,
     pub kind: &'static str,
     pub meta: &'a ObjectMeta,
     pub template: &'a Value,
@@ -283,7 +284,7 @@ pub async fn ensure(
             "labels": labels,
             "annotations": owner.meta.annotations,
             "ownerReferences": [{
-                "apiVersion": owner.api_version,
+                "apiVersion": "apps/v1",
                 "kind": owner.kind,
                 "name": owner.name(),
                 "uid": owner.meta.uid,

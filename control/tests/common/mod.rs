@@ -83,6 +83,18 @@ impl Api {
             .await
     }
 
+    /// The ControllerRevisions of namespace `default`, lowest revision
+    /// first.
+    pub async fn revisions(&self) -> Vec<Value> {
+        let (code, list) = self
+            .get("/apis/apps/v1/namespaces/default/controllerrevisions")
+            .await;
+        assert_eq!(code, 200, "{list}");
+        let mut items = list["items"].as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|r| r["revision"].as_i64());
+        items
+    }
+
     pub async fn delete(&self, path: &str, options: Option<Value>) -> (u16, Value) {
         self.call("DELETE", path, options, "application/json").await
     }

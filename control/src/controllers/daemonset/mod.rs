@@ -344,7 +344,6 @@ impl DaemonSetController {
         let spec = ds.spec.clone().unwrap_or_default();
         let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
         let owner = history::Owner {
-            api_version: "apps/v1",
             kind: "DaemonSet",
             meta: &ds.metadata,
             template: &template,
@@ -355,10 +354,7 @@ impl DaemonSetController {
                 .and_then(|s| s.collision_count)
                 .unwrap_or(0),
         };
-        let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let revisions = self
-            .history
-            .owned(namespace, ds.metadata.uid.as_deref().unwrap_or_default());
+        let revisions = self.history.owned(&ds.metadata);
         let hash =
             match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
                 Ensured::Revision(kept) => kept.hash,

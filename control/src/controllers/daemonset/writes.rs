@@ -210,25 +210,20 @@ impl Writer {
         if (counts, unavailable, generation) == current {
             return Ok(());
         }
-        let patch = json!({ "status": {
-            "desiredNumberScheduled": counts.desired,
-            "currentNumberScheduled": counts.current,
-            "numberReady": counts.ready,
-            "numberAvailable": counts.available,
-            "numberUnavailable": unavailable,
-            "numberMisscheduled": counts.misscheduled,
-            "updatedNumberScheduled": counts.updated,
-            "observedGeneration": generation,
-        } });
-        self.api
-            .send_if_exists(
-                Method::PATCH,
-                &status_path(ds),
-                "application/merge-patch+json",
-                &patch,
-            )
-            .await
-            .map(drop)
+        self.patch_status(
+            ds,
+            json!({
+                "desiredNumberScheduled": counts.desired,
+                "currentNumberScheduled": counts.current,
+                "numberReady": counts.ready,
+                "numberAvailable": counts.available,
+                "numberUnavailable": unavailable,
+                "numberMisscheduled": counts.misscheduled,
+                "updatedNumberScheduled": counts.updated,
+                "observedGeneration": generation,
+            }),
+        )
+        .await
     }
 
     pub fn api(&self) -> &LocalApi {
@@ -237,14 +232,19 @@ impl Writer {
 
     /// Counts a revision name found taken, so the next differs.
     pub async fn write_collision(&self, ds: &DaemonSet, count: i32) -> Result<(), LocalApiError> {
-        let patch = json!({ "status": { "collisionCount": count } });
+        self.patch_status(ds, json!({ "collisionCount": count }))
+            .await
+    }
+
+    async fn patch_status(&self, ds: &DaemonSet, status: Value) -> Result<(), LocalApiError> {
+        let path = format!(
+            "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
+            ds.metadata.namespace.as_deref().unwrap_or_default(),
+            ds.metadata.name.as_deref().unwrap_or_default()
+        );
+        let patch = json!({ "status": status });
         self.api
-            .send_if_exists(
-                Method::PATCH,
-                &status_path(ds),
-                "application/merge-patch+json",
-                &patch,
-            )
+            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
             .await
             .map(drop)
     }
@@ -254,14 +254,6 @@ impl Writer {
         let about = Involved::of("apps/v1", "DaemonSet", &ds.metadata);
         self.events.record(about, kind, reason, message);
     }
-}
-
-fn status_path(ds: &DaemonSet) -> String {
-    format!(
-        "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
-        ds.metadata.namespace.as_deref().unwrap_or_default(),
-        ds.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 pub fn owner_reference(ds: &DaemonSet) -> OwnerReference {

@@ -234,7 +234,6 @@ impl StatefulSetController {
         let members = self.claim(&set, &selector).await?;
         let template = Arc::new(template_of(&set));
         let owner = history::Owner {
-            api_version: "apps/v1",
             kind: "StatefulSet",
             meta: &set.metadata,
             template: &template,
@@ -245,10 +244,7 @@ impl StatefulSetController {
                 .and_then(|s| s.collision_count)
                 .unwrap_or(0),
         };
-        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
-        let owned = self
-            .history
-            .owned(namespace, set.metadata.uid.as_deref().unwrap_or_default());
+        let owned = self.history.owned(&set.metadata);
         let deleting = set.metadata.deletion_timestamp.is_some();
         let update = if deleting {
             owner.revision_name()
