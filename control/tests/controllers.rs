@@ -517,6 +517,42 @@ async fn deleting_an_owner_cascades_in_the_background_in_the_foreground_or_orpha
     assert!(deleting["metadata"]["deletionTimestamp"].is_string());
     gone(&format!("{SETS}/web")).await;
     cluster.pods_are(0).await;
+
+    // Foreground on a Deployment: it waits for its ReplicaSet, which waits
+    // for its pods. One pod held by a finalizer holds both owners.
+    cluster
+        .api
+        .post(DEPLOYMENTS, deployment("capstan.invalid/testapp:v1"))
+        .await;
+    let pods = cluster.pods_are(6).await;
+    let held = pods[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let hold = json!({ "metadata": { "finalizers": ["capstan.test/hold"] } });
+    let (code, body) = cluster.api.merge(&format!("{PODS}/{held}"), hold).await;
+    assert_eq!(code, 200, "{body}");
+    let foreground =
+        json!({ "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground" });
+    let (code, deleting) = cluster
+        .api
+        .delete(&format!("{DEPLOYMENTS}/web"), Some(foreground))
+        .await;
+    assert_eq!(code, 200, "{deleting}");
+    assert_eq!(
+        deleting["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    cluster.pods_are(0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, deployment) = cluster.api.get(&format!("{DEPLOYMENTS}/web")).await;
+    assert_eq!(code, 200, "the Deployment waits for the held pod");
+    assert!(deployment["metadata"]["deletionTimestamp"].is_string());
+    let sets = cluster.sets_by_revision().await;
+    assert_eq!(sets.len(), 1, "the ReplicaSet waits too");
+    assert!(sets[0].1["metadata"]["deletionTimestamp"].is_string());
+    let release = json!({ "metadata": { "finalizers": null } });
+    let (code, body) = cluster.api.merge(&format!("{PODS}/{held}"), release).await;
+    assert_eq!(code, 200, "{body}");
+    gone(&format!("{DEPLOYMENTS}/web")).await;
+    assert!(cluster.sets_by_revision().await.is_empty());
 }
 
 const SERVICES: &str = "/api/v1/namespaces/default/services";
