@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
-use crate::{api::now, local_api::LocalApi};
+use crate::{clock::now, local_api::LocalApi};
 
 /// Events waiting to be written.
 const EVENT_QUEUE: usize = 1000;

@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod clock;
 pub mod controllers;
+pub mod errors;
 pub mod events;
 pub mod informer;
 pub mod labels;

@@ -21,6 +21,7 @@ use capstan_ebpf_common::{
 use super::service_table::{LbMapError, LbMaps};
 
 /// Built by `cargo xtask build-ebpf`; agent/build.rs refuses a stale one.
+/// Empty when the agent was built with CAPSTAN_EBPF_SKIP=1.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("CAPSTAN_EBPF_OBJECT"));
 
 /// `f_type` of a bpffs mount (linux/magic.h).
@@ -37,6 +38,11 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "this agent was built with CAPSTAN_EBPF_SKIP=1 and carries no eBPF object; \
+         rebuild it after `cargo xtask build-ebpf`"
+    )]
+    NotBuilt,
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF object has no {0}")]
@@ -94,6 +100,9 @@ impl Datapath {
     /// Loads the programs, reusing maps already pinned in `pin_dir` (a
     /// directory on bpffs) and pinning new ones there.
     pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
+        if OBJECT.is_empty() {
+            return Err(DatapathError::NotBuilt);
+        }
         let parent = pin_dir.parent().unwrap_or(pin_dir);
         if !is_bpffs(parent)? {
             return Err(DatapathError::NotBpffs(parent.to_owned()));

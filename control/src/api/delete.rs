@@ -95,7 +95,7 @@ impl<K: Kind> Typed<K> {
                 .delete(&key, Some(current))
                 .await
                 .map_err(|err| ApiError::from_store(err, self.subject(&name)))?;
-            self.kind.after_delete(ctx, &object).await;
+            self.kind.after_delete(ctx.store.as_ref(), &object).await;
             return Ok(object);
         }
         let grace = match deletion {

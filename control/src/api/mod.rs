@@ -14,7 +14,6 @@ mod pod_logs;
 mod request;
 mod resource;
 mod server;
-mod status;
 mod strategic;
 mod subresources;
 mod watch;
@@ -34,13 +33,13 @@ use axum::{
 pub use self::{
     agent_client::{AgentClient, AgentError},
     auth::{Credentials, User, admin_token_path},
-    resource::{ApiRequest, ResourceApi, Typed, now},
+    resource::{ApiRequest, ResourceApi, Typed},
     server::{Listeners, serve},
-    status::{ApiError, Subject},
 };
+pub use crate::errors::{ApiError, Subject};
 pub use crate::registry::kinds::pod_spec::DefaultTolerations;
 use crate::{
-    registry::{Kind, ResourceInfo, kinds},
+    registry::{Kind, ResourceInfo, served},
     store::Store,
 };
 
@@ -55,43 +54,23 @@ pub struct Context {
     pub agents: Option<AgentClient>,
 }
 
-/// A `Subject` for an object of kind `K` called `name`.
-pub fn subject<K: Kind>(name: &str) -> Subject<'_> {
-    Subject {
-        group: K::INFO.group,
-        kind: K::INFO.kind,
-        plural: K::INFO.plural,
-        name,
-    }
-}
-
 /// Every resource capstan serves, with Kubernetes' default admission.
 pub fn resources() -> Vec<Arc<dyn ResourceApi>> {
     resources_admitting(DefaultTolerations::default())
 }
 
-/// Every resource capstan serves; new pods get `tolerations`.
+/// Every resource capstan serves (the registry's list); new pods get
+/// `tolerations`.
 fn resources_admitting(tolerations: DefaultTolerations) -> Vec<Arc<dyn ResourceApi>> {
-    vec![
-        Typed::resource(kinds::core::Namespaces),
-        Typed::resource(kinds::pods::Pods {
-            default_tolerations: tolerations,
-        }),
-        Typed::resource(kinds::nodes::Nodes),
-        Typed::resource(kinds::services::Services),
-        Typed::resource(kinds::core::EndpointsKind),
-        Typed::resource(kinds::core::ConfigMaps),
-        Typed::resource(kinds::core::Secrets),
-        Typed::resource(kinds::core::Events),
-        Typed::resource(kinds::core::ServiceAccounts),
-        Typed::resource(kinds::apps::Deployments),
-        Typed::resource(kinds::apps::ReplicaSets),
-        Typed::resource(kinds::apps::StatefulSets),
-        Typed::resource(kinds::apps::DaemonSets),
-        Typed::resource(kinds::history::ControllerRevisions),
-        Typed::resource(kinds::cluster::EndpointSlices),
-        Typed::resource(kinds::cluster::Leases),
-    ]
+    struct Pipelines(Vec<Arc<dyn ResourceApi>>);
+    impl served::KindVisitor for Pipelines {
+        fn visit<K: Kind>(&mut self, kind: K) {
+            self.0.push(Typed::resource(kind));
+        }
+    }
+    let mut pipelines = Pipelines(Vec::new());
+    served::visit(tolerations, &mut pipelines);
+    pipelines.0
 }
 
 /// The API's shared state.

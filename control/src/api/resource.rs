@@ -11,11 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use k8s_openapi::{
-    Metadata,
-    apimachinery::pkg::apis::meta::v1::{DeleteOptions, Time},
-    jiff,
-};
+use k8s_openapi::{Metadata, apimachinery::pkg::apis::meta::v1::DeleteOptions, jiff};
 use serde_json::{Value, json};
 
 use super::{
@@ -71,14 +67,6 @@ impl<K: Kind> Typed<K> {
     pub fn resource(kind: K) -> Arc<dyn ResourceApi> {
         Arc::new(Self { kind })
     }
-}
-
-/// The current time as Kubernetes stores it: whole seconds.
-pub fn now() -> Time {
-    Time(
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or_else(|_| jiff::Timestamp::now()),
-    )
 }
 
 /// A random (version 4) UUID.
@@ -435,7 +423,9 @@ impl<K: Kind> Typed<K> {
             Ok(None) => {}
             Err(err) => return Err(ApiError::from_store(err, self.subject(&name))),
         }
-        self.kind.before_create(ctx, &mut object).await?;
+        self.kind
+            .before_create(ctx.store.as_ref(), &mut object)
+            .await?;
         match ctx.store.create(&key, self.encode(&object)?).await {
             Ok(kv) => {
                 object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
@@ -449,7 +439,7 @@ impl<K: Kind> Typed<K> {
             }
             Err(err) => {
                 // Give back what before_create took.
-                self.kind.after_delete(ctx, &object).await;
+                self.kind.after_delete(ctx.store.as_ref(), &object).await;
                 Err(ApiError::from_store(err, self.subject(&name)))
             }
         }
@@ -461,7 +451,7 @@ impl<K: Kind> Typed<K> {
         self.kind.default(object);
         let meta = object.metadata_mut();
         meta.uid = Some(uid());
-        meta.creation_timestamp = Some(now());
+        meta.creation_timestamp = Some(crate::clock::now());
         meta.resource_version = None;
         meta.deletion_timestamp = None;
         meta.deletion_grace_period_seconds = None;
@@ -518,7 +508,9 @@ impl<K: Kind> Typed<K> {
             Change::Binding => None,
         };
         self.validate(&object, rules_old)?;
-        self.kind.before_update(ctx, &mut object, old).await?;
+        self.kind
+            .before_update(ctx.store.as_ref(), &mut object, old)
+            .await?;
         let key = self.key(namespace.as_deref(), &name);
         let finalized = object.metadata().deletion_timestamp.is_some()
             && object
@@ -530,7 +522,7 @@ impl<K: Kind> Typed<K> {
         if finalized {
             return match ctx.store.delete(&key, Some(expected)).await {
                 Ok(_) => {
-                    self.kind.after_delete(ctx, &object).await;
+                    self.kind.after_delete(ctx.store.as_ref(), &object).await;
                     Ok(object)
                 }
                 Err(err) => Err(ApiError::from_store(err, self.subject(&name))),

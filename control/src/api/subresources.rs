@@ -164,7 +164,7 @@ fn mark_scheduled(pod: &mut Value) {
         "type": "PodScheduled",
         "status": "True",
         "lastProbeTime": null,
-        "lastTransitionTime": super::now(),
+        "lastTransitionTime": crate::clock::now(),
     });
     if !pod["status"].is_object() {
         pod["status"] = json!({});

@@ -31,11 +31,10 @@ use k8s_openapi::api::{
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
-    api,
     events::EventRecorder,
     informer::{self, Informed, InformerEvent},
     local_api::LocalApi,
-    registry::ResourceInfo,
+    registry::served,
     store::Store,
 };
 
@@ -150,7 +149,7 @@ pub fn spawn_with(
         .run(nodes_for_lifecycle, leases),
     );
 
-    let kinds: Vec<&'static ResourceInfo> = api::resources().iter().map(|r| r.info()).collect();
+    let kinds = served::infos();
     let namespaces =
         informer::spawn::<Namespace>(&mut tasks, Arc::clone(&store), "/registry/namespaces/");
     tasks.spawn(namespace::NamespaceController::new(api.clone(), &kinds).run(namespaces));

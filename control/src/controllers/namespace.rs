@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::work_queue::WorkQueue;
 use crate::{
-    api::now,
+    clock::now,
     informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},
     registry::ResourceInfo,

@@ -5,13 +5,13 @@
 use bytes::Bytes;
 
 use crate::{
-    api::{ApiError, Context},
-    store::StoreError,
+    errors::ApiError,
+    store::{Store, StoreError},
 };
 
 /// Takes the allocation `key` for `owner`; false if someone holds it.
-pub async fn take(ctx: &Context, key: &str, owner: &str) -> Result<bool, ApiError> {
-    match ctx.store.create(key, Bytes::from(owner.to_owned())).await {
+pub async fn take(store: &dyn Store, key: &str, owner: &str) -> Result<bool, ApiError> {
+    match store.create(key, Bytes::from(owner.to_owned())).await {
         Ok(_) => Ok(true),
         Err(StoreError::AlreadyExists(_)) => Ok(false),
         Err(err) => Err(ApiError::internal("allocating from the store", &err)),
@@ -19,8 +19,8 @@ pub async fn take(ctx: &Context, key: &str, owner: &str) -> Result<bool, ApiErro
 }
 
 /// Gives the allocation `key` back; a missing one is already free.
-pub async fn release(ctx: &Context, key: &str) {
-    match ctx.store.delete(key, None).await {
+pub async fn release(store: &dyn Store, key: &str) {
+    match store.delete(key, None).await {
         Ok(_) | Err(StoreError::NotFound(_)) => {}
         Err(err) => tracing::warn!(%err, key, "releasing an allocation"),
     }

@@ -6,6 +6,7 @@
 
 pub mod allocations;
 pub mod kinds;
+pub mod served;
 pub mod table;
 pub mod validation;
 
@@ -21,7 +22,10 @@ pub use self::{
     table::Column,
     validation::{FieldError, NameRule},
 };
-use crate::api::ApiError;
+use crate::{
+    errors::{ApiError, Subject},
+    store::Store,
+};
 
 /// Static facts about a served resource, as discovery reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +206,7 @@ pub trait Kind: Send + Sync + Clone + 'static {
     /// cluster IP); an error refuses the create.
     async fn before_create(
         &self,
-        _ctx: &crate::api::Context,
+        _store: &dyn Store,
         _object: &mut Self::Object,
     ) -> Result<(), ApiError> {
         Ok(())
@@ -211,7 +215,7 @@ pub trait Kind: Send + Sync + Clone + 'static {
     /// Runs before an update is stored.
     async fn before_update(
         &self,
-        _ctx: &crate::api::Context,
+        _store: &dyn Store,
         _new: &mut Self::Object,
         _old: &Self::Object,
     ) -> Result<(), ApiError> {
@@ -219,7 +223,17 @@ pub trait Kind: Send + Sync + Clone + 'static {
     }
 
     /// Runs after an object is removed for good (releases allocations).
-    async fn after_delete(&self, _ctx: &crate::api::Context, _object: &Self::Object) {}
+    async fn after_delete(&self, _store: &dyn Store, _object: &Self::Object) {}
+}
+
+/// A `Subject` for an object of kind `K` called `name`.
+pub fn subject<K: Kind>(name: &str) -> Subject<'_> {
+    Subject {
+        group: K::INFO.group,
+        kind: K::INFO.kind,
+        plural: K::INFO.plural,
+        name,
+    }
 }
 
 /// `object` as JSON, or Null if it cannot be (it always can for our types).

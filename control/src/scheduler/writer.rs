@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::pod_info::PodInfo;
 pub use crate::local_api::LocalApiError as WriteError;
 use crate::{
-    api::now,
+    clock::now,
     events::{EventRecorder, Involved},
     local_api::LocalApi,
 };

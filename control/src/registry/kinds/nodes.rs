@@ -9,13 +9,15 @@ use k8s_openapi::{api::core::v1::Node, jiff};
 use serde_json::{Value, json};
 
 use crate::{
-    api::{ApiError, Context, subject},
+    errors::ApiError,
+    registry::subject,
     registry::{
         FieldError, Kind, ResourceInfo,
         allocations::{release, take},
         status,
         table::{AGE, Column, NAME, age, joined_or_none, or_none},
     },
+    store::Store,
 };
 
 /// The cluster network pods take their addresses from, 10.244.0.0/16.
@@ -57,10 +59,10 @@ fn set_pod_cidr(node: &mut Node, cidr: String) {
 
 /// The lowest free node subnet, taken for `owner`; None when all are
 /// taken.
-async fn allocate(ctx: &Context, owner: &str) -> Result<Option<String>, ApiError> {
+async fn allocate(store: &dyn Store, owner: &str) -> Result<Option<String>, ApiError> {
     for index in 0..NODE_SUBNETS {
         let index = index as u8;
-        if take(ctx, &subnet_key(index), owner).await? {
+        if take(store, &subnet_key(index), owner).await? {
             return Ok(Some(subnet(index)));
         }
     }
@@ -203,11 +205,11 @@ impl Kind for Nodes {
         }
     }
 
-    async fn before_create(&self, ctx: &Context, node: &mut Node) -> Result<(), ApiError> {
+    async fn before_create(&self, store: &dyn Store, node: &mut Node) -> Result<(), ApiError> {
         let owner = node.metadata.name.clone().unwrap_or_default();
         match pod_cidr(node).and_then(subnet_index) {
             Some(index) => {
-                if !take(ctx, &subnet_key(index), &owner).await? {
+                if !take(store, &subnet_key(index), &owner).await? {
                     let cidr = subnet(index);
                     return Err(ApiError::invalid(
                         subject::<Self>(&owner),
@@ -219,7 +221,7 @@ impl Kind for Nodes {
                     ));
                 }
             }
-            None => match allocate(ctx, &owner).await? {
+            None => match allocate(store, &owner).await? {
                 Some(cidr) => set_pod_cidr(node, cidr),
                 // As Kubernetes' node IPAM does, the node is still
                 // created, without a podCIDR: it can hold no pods of its
@@ -233,9 +235,9 @@ impl Kind for Nodes {
         Ok(())
     }
 
-    async fn after_delete(&self, ctx: &Context, node: &Node) {
+    async fn after_delete(&self, store: &dyn Store, node: &Node) {
         if let Some(index) = pod_cidr(node).and_then(subnet_index) {
-            release(ctx, &subnet_key(index)).await;
+            release(store, &subnet_key(index)).await;
         }
     }
 }

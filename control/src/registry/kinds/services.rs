@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::pod_spec::validate_int_or_name;
 use crate::{
-    api::{ApiError, Context},
+    errors::ApiError,
     registry::{
         FieldError, Kind, NameRule, ResourceInfo,
         allocations::{release, take},
@@ -25,6 +25,7 @@ use crate::{
         table::{AGE, Column, NAME, age, joined_or_none, or_none},
         validation::labels,
     },
+    store::Store,
 };
 
 /// The service CIDR, 10.96.0.0/12.
@@ -75,7 +76,7 @@ fn owner(service: &Service) -> String {
 
 /// A free address of the service network, starting the search at a random
 /// offset so allocations spread out.
-async fn allocate_ip(ctx: &Context, owner: &str) -> Result<Ipv4Addr, ApiError> {
+async fn allocate_ip(store: &dyn Store, owner: &str) -> Result<Ipv4Addr, ApiError> {
     let size = 1_u32 << (32 - SERVICE_PREFIX);
     let start = rand::random::<u32>() % size;
     for step in 0..size {
@@ -85,7 +86,7 @@ async fn allocate_ip(ctx: &Context, owner: &str) -> Result<Ipv4Addr, ApiError> {
             continue;
         }
         let ip = Ipv4Addr::from(SERVICE_NETWORK + offset);
-        if take(ctx, &ip_key(ip), owner).await? {
+        if take(store, &ip_key(ip), owner).await? {
             return Ok(ip);
         }
     }
@@ -94,12 +95,12 @@ async fn allocate_ip(ctx: &Context, owner: &str) -> Result<Ipv4Addr, ApiError> {
     ))
 }
 
-async fn allocate_port(ctx: &Context, owner: &str) -> Result<i32, ApiError> {
+async fn allocate_port(store: &dyn Store, owner: &str) -> Result<i32, ApiError> {
     let size = NODE_PORTS.end() - NODE_PORTS.start() + 1;
     let start = rand::random::<u32>() as i32 % size;
     for step in 0..size {
         let port = NODE_PORTS.start() + (start + step).rem_euclid(size);
-        if take(ctx, &port_key(port), owner).await? {
+        if take(store, &port_key(port), owner).await? {
             return Ok(port);
         }
     }
@@ -111,7 +112,7 @@ impl Services {
     /// previous version's allocations, on update).
     async fn allocate(
         &self,
-        ctx: &Context,
+        store: &dyn Store,
         service: &mut Service,
         held: Option<&Service>,
     ) -> Result<(), ApiError> {
@@ -134,7 +135,7 @@ impl Services {
                             "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
                         ));
                     }
-                    if !take(ctx, &ip_key(ip), &owner).await? {
+                    if !take(store, &ip_key(ip), &owner).await? {
                         return Err(invalid_ip(
                             &name,
                             requested,
@@ -145,7 +146,7 @@ impl Services {
                     }
                     ip
                 }
-                None => allocate_ip(ctx, &owner).await?,
+                None => allocate_ip(store, &owner).await?,
             };
             spec.cluster_ip = Some(ip.to_string());
             spec.cluster_ips = Some(vec![ip.to_string()]);
@@ -160,9 +161,9 @@ impl Services {
                 match port.node_port {
                     Some(requested) if held_ports.contains(&requested) => {}
                     Some(requested) => {
-                        if !take(ctx, &port_key(requested), &owner).await? {
+                        if !take(store, &port_key(requested), &owner).await? {
                             return Err(ApiError::invalid(
-                                crate::api::subject::<Self>(&name),
+                                crate::registry::subject::<Self>(&name),
                                 &[FieldError::invalid(
                                     format!("spec.ports[{i}].nodePort"),
                                     requested,
@@ -171,7 +172,7 @@ impl Services {
                             ));
                         }
                     }
-                    None => port.node_port = Some(allocate_port(ctx, &owner).await?),
+                    None => port.node_port = Some(allocate_port(store, &owner).await?),
                 }
             }
         }
@@ -181,7 +182,7 @@ impl Services {
 
 fn invalid_ip(name: &str, ip: &str, why: &str) -> ApiError {
     ApiError::invalid(
-        crate::api::subject::<Services>(name),
+        crate::registry::subject::<Services>(name),
         &[FieldError::invalid(
             "spec.clusterIPs",
             format!("[\"{ip}\"]"),
@@ -389,13 +390,17 @@ impl Kind for Services {
         ]
     }
 
-    async fn before_create(&self, ctx: &Context, service: &mut Service) -> Result<(), ApiError> {
-        self.allocate(ctx, service, None).await
+    async fn before_create(
+        &self,
+        store: &dyn Store,
+        service: &mut Service,
+    ) -> Result<(), ApiError> {
+        self.allocate(store, service, None).await
     }
 
     async fn before_update(
         &self,
-        ctx: &Context,
+        store: &dyn Store,
         new: &mut Service,
         old: &Service,
     ) -> Result<(), ApiError> {
@@ -407,16 +412,16 @@ impl Kind for Services {
             new_spec.cluster_ip = old_spec.cluster_ip.clone();
             new_spec.cluster_ips = old_spec.cluster_ips.clone();
         }
-        self.allocate(ctx, new, Some(old)).await
+        self.allocate(store, new, Some(old)).await
     }
 
-    async fn after_delete(&self, ctx: &Context, service: &Service) {
+    async fn after_delete(&self, store: &dyn Store, service: &Service) {
         let Some(spec) = &service.spec else { return };
         if let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) {
-            release(ctx, &ip_key(ip)).await;
+            release(store, &ip_key(ip)).await;
         }
         for port in spec.ports.iter().flatten().filter_map(|p| p.node_port) {
-            release(ctx, &port_key(port)).await;
+            release(store, &port_key(port)).await;
         }
     }
 }

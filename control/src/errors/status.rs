@@ -9,7 +9,8 @@ use axum::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 
-use crate::{registry::FieldError, store::StoreError};
+use super::FieldError;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -266,7 +267,6 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::FieldError;
 
     fn pod(name: &str) -> Subject<'_> {
         Subject {
