@@ -22,9 +22,8 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::{object_key, work_queue::WorkQueue};
+use super::{object_key, runtime::Controller, work_queue::WorkQueue};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -50,8 +49,6 @@ pub struct DeploymentController {
     deployments: HashMap<String, Arc<Deployment>>,
     sets: HashMap<String, Arc<ReplicaSet>>,
     queue: WorkQueue,
-    deployments_listed: bool,
-    sets_listed: bool,
 }
 
 fn controller_ref(set: &ReplicaSet) -> Option<&OwnerReference> {
@@ -157,121 +154,11 @@ fn surge_and_unavailable(deployment: &Deployment) -> (i32, i32) {
     }
 }
 
-impl DeploymentController {
-    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
-        Self {
-            api,
-            events,
-            deployments: HashMap::new(),
-            sets: HashMap::new(),
-            queue: WorkQueue::default(),
-            deployments_listed: false,
-            sets_listed: false,
-        }
-    }
+impl Controller for DeploymentController {
+    type Error = LocalApiError;
 
-    pub async fn run(
-        mut self,
-        mut deployments: mpsc::Receiver<InformerEvent<Deployment>>,
-        mut sets: mpsc::Receiver<InformerEvent<Arc<ReplicaSet>>>,
-    ) {
-        loop {
-            while let Ok(event) = deployments.try_recv() {
-                self.on_deployment(event);
-            }
-            while let Ok(event) = sets.try_recv() {
-                self.on_set(event);
-            }
-            if self.deployments_listed
-                && self.sets_listed
-                && let Some(key) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&key).await;
-                self.queue.finish(key, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = deployments.recv() => match event {
-                    Some(event) => self.on_deployment(event),
-                    None => return,
-                },
-                event = sets.recv() => match event {
-                    Some(event) => self.on_set(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_deployment(&mut self, event: InformerEvent<Deployment>) {
-        let key = |d: &Deployment| {
-            object_key(d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
-        };
-        match event {
-            InformerEvent::Listed(all) => {
-                self.deployments_listed = true;
-                self.deployments = all.into_iter().map(|d| (key(&d), Arc::new(d))).collect();
-                let keys: Vec<String> = self.deployments.keys().cloned().collect();
-                for k in keys {
-                    self.queue.add(k);
-                }
-            }
-            InformerEvent::Applied(d) => {
-                let k = key(&d);
-                self.deployments.insert(k.clone(), Arc::new(d));
-                self.queue.add(k);
-            }
-            InformerEvent::Deleted(d) => {
-                self.deployments.remove(&key(&d));
-            }
-        }
-    }
-
-    fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
-        let key = |s: &ReplicaSet| {
-            object_key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
-        };
-        match event {
-            InformerEvent::Listed(all) => {
-                self.sets_listed = true;
-                self.sets = all.into_iter().map(|s| (key(&s), s)).collect();
-                let keys: Vec<String> = self.deployments.keys().cloned().collect();
-                for k in keys {
-                    self.queue.add(k);
-                }
-            }
-            InformerEvent::Applied(set) => {
-                self.enqueue_owner(&set);
-                self.sets.insert(key(&set), set);
-            }
-            InformerEvent::Deleted(set) => {
-                self.enqueue_owner(&set);
-                self.sets.remove(&key(&set));
-            }
-        }
-    }
-
-    fn enqueue_owner(&mut self, set: &ReplicaSet) {
-        if let Some(owner) = controller_ref(set).filter(|o| o.kind == "Deployment") {
-            self.queue.add(object_key(
-                set.metadata.namespace.as_deref(),
-                Some(&owner.name),
-            ));
-        }
-    }
-
-    /// The sets `deployment` controls.
-    fn owned_sets(&self, deployment: &Deployment) -> Vec<Arc<ReplicaSet>> {
-        let uid = deployment.metadata.uid.as_deref().unwrap_or_default();
-        self.sets
-            .values()
-            .filter(|s| s.metadata.namespace == deployment.metadata.namespace)
-            .filter(|s| controller_ref(s).is_some_and(|o| o.uid == uid))
-            .filter(|s| s.metadata.deletion_timestamp.is_none())
-            .cloned()
-            .collect()
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
     }
 
     async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
@@ -328,6 +215,85 @@ impl DeploymentController {
         self.clean_up(&deployment, &old_sets).await?;
         self.write_status(&deployment, new_set.as_deref(), &sets)
             .await
+    }
+}
+
+impl DeploymentController {
+    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
+        Self {
+            api,
+            events,
+            deployments: HashMap::new(),
+            sets: HashMap::new(),
+            queue: WorkQueue::default(),
+        }
+    }
+
+    pub(super) fn on_deployment(&mut self, event: InformerEvent<Deployment>) {
+        let key = |d: &Deployment| {
+            object_key(d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
+        };
+        match event {
+            InformerEvent::Listed(all) => {
+                self.deployments = all.into_iter().map(|d| (key(&d), Arc::new(d))).collect();
+                let keys: Vec<String> = self.deployments.keys().cloned().collect();
+                for k in keys {
+                    self.queue.add(k);
+                }
+            }
+            InformerEvent::Applied(d) => {
+                let k = key(&d);
+                self.deployments.insert(k.clone(), Arc::new(d));
+                self.queue.add(k);
+            }
+            InformerEvent::Deleted(d) => {
+                self.deployments.remove(&key(&d));
+            }
+        }
+    }
+
+    pub(super) fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
+        let key = |s: &ReplicaSet| {
+            object_key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+        };
+        match event {
+            InformerEvent::Listed(all) => {
+                self.sets = all.into_iter().map(|s| (key(&s), s)).collect();
+                let keys: Vec<String> = self.deployments.keys().cloned().collect();
+                for k in keys {
+                    self.queue.add(k);
+                }
+            }
+            InformerEvent::Applied(set) => {
+                self.enqueue_owner(&set);
+                self.sets.insert(key(&set), set);
+            }
+            InformerEvent::Deleted(set) => {
+                self.enqueue_owner(&set);
+                self.sets.remove(&key(&set));
+            }
+        }
+    }
+
+    fn enqueue_owner(&mut self, set: &ReplicaSet) {
+        if let Some(owner) = controller_ref(set).filter(|o| o.kind == "Deployment") {
+            self.queue.add(object_key(
+                set.metadata.namespace.as_deref(),
+                Some(&owner.name),
+            ));
+        }
+    }
+
+    /// The sets `deployment` controls.
+    fn owned_sets(&self, deployment: &Deployment) -> Vec<Arc<ReplicaSet>> {
+        let uid = deployment.metadata.uid.as_deref().unwrap_or_default();
+        self.sets
+            .values()
+            .filter(|s| s.metadata.namespace == deployment.metadata.namespace)
+            .filter(|s| controller_ref(s).is_some_and(|o| o.uid == uid))
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .cloned()
+            .collect()
     }
 
     async fn create_set(

@@ -10,6 +10,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 use axum::http::Method;
@@ -21,9 +22,8 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::{pod_view::Pod, work_queue::WorkQueue};
+use super::{pod_view::Pod, runtime::Controller, work_queue::WorkQueue};
 use crate::{
     informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},
@@ -63,7 +63,18 @@ pub struct EndpointsController {
     endpoints: HashMap<String, Arc<Endpoints>>,
     slices: HashMap<String, Arc<EndpointSlice>>,
     queue: WorkQueue,
-    listed: [bool; 4],
+}
+
+impl Controller for EndpointsController {
+    type Error = LocalApiError;
+
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
+    }
+
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        self.sync_service(key).await.map(|()| None)
+    }
 }
 
 impl EndpointsController {
@@ -75,52 +86,12 @@ impl EndpointsController {
             endpoints: HashMap::new(),
             slices: HashMap::new(),
             queue: WorkQueue::default(),
-            listed: [false; 4],
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut services: mpsc::Receiver<InformerEvent<Service>>,
-        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
-        mut endpoints: mpsc::Receiver<InformerEvent<Endpoints>>,
-        mut slices: mpsc::Receiver<InformerEvent<EndpointSlice>>,
-    ) {
-        loop {
-            while let Ok(event) = services.try_recv() {
-                self.on_service(event);
-            }
-            while let Ok(event) = pods.try_recv() {
-                self.on_pod(event);
-            }
-            while let Ok(event) = endpoints.try_recv() {
-                self.on_endpoints(event);
-            }
-            while let Ok(event) = slices.try_recv() {
-                self.on_slice(event);
-            }
-            if self.listed.iter().all(|l| *l)
-                && let Some(key) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&key).await.map(|()| None);
-                self.queue.finish(key, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = services.recv() => match event { Some(e) => self.on_service(e), None => return },
-                event = pods.recv() => match event { Some(e) => self.on_pod(e), None => return },
-                event = endpoints.recv() => match event { Some(e) => self.on_endpoints(e), None => return },
-                event = slices.recv() => match event { Some(e) => self.on_slice(e), None => return },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_service(&mut self, event: InformerEvent<Service>) {
+    pub(super) fn on_service(&mut self, event: InformerEvent<Service>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed[0] = true;
                 self.services = all
                     .into_iter()
                     .map(|s| (key_of(&s.metadata), Arc::new(s)))
@@ -141,10 +112,9 @@ impl EndpointsController {
         }
     }
 
-    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+    pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed[1] = true;
                 self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
                 let keys: Vec<String> = self.services.keys().cloned().collect();
                 keys.into_iter().for_each(|k| self.queue.add(k));
@@ -165,10 +135,9 @@ impl EndpointsController {
         }
     }
 
-    fn on_endpoints(&mut self, event: InformerEvent<Endpoints>) {
+    pub(super) fn on_endpoints(&mut self, event: InformerEvent<Endpoints>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed[2] = true;
                 self.endpoints = all
                     .into_iter()
                     .map(|e| (key_of(&e.metadata), Arc::new(e)))
@@ -183,10 +152,9 @@ impl EndpointsController {
         }
     }
 
-    fn on_slice(&mut self, event: InformerEvent<EndpointSlice>) {
+    pub(super) fn on_slice(&mut self, event: InformerEvent<EndpointSlice>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed[3] = true;
                 self.slices = all
                     .into_iter()
                     .map(|s| (key_of(&s.metadata), Arc::new(s)))
@@ -277,7 +245,8 @@ impl EndpointsController {
         groups
     }
 
-    async fn reconcile(&mut self, key: &str) -> Result<(), LocalApiError> {
+    /// Writes the Endpoints and EndpointSlices of the Service `key`.
+    async fn sync_service(&mut self, key: &str) -> Result<(), LocalApiError> {
         let (namespace, name) = key.split_once('/').unwrap_or_default();
         let service = self.services.get(key).cloned();
         let selector = service

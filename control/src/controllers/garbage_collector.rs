@@ -8,15 +8,17 @@
 //! looked up before anything is deleted for it, since an informer may
 //! simply not have seen it yet.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use axum::http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::work_queue::WorkQueue;
+use super::{runtime::Controller, work_queue::WorkQueue};
 use crate::{
     informer::{Informed, InformerEvent},
     local_api::{LocalApi, LocalApiError},
@@ -56,9 +58,6 @@ impl Informed for ObjectHead {
     /// The graph never needs it.
     fn set_resource_version(&mut self, _: String) {}
 }
-
-/// One informer's event, with the kind it watches.
-pub type KindEvent = (&'static ResourceInfo, InformerEvent<ObjectHead>);
 
 /// An object in the graph: what ownership needs of it (kept small: the
 /// graph holds every object of the cluster).
@@ -124,7 +123,18 @@ pub struct GarbageCollector {
     /// Owner uid to its dependents' uids.
     dependents: HashMap<String, HashSet<String>>,
     queue: WorkQueue,
-    listed: HashSet<&'static str>,
+}
+
+impl Controller for GarbageCollector {
+    type Error = LocalApiError;
+
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
+    }
+
+    async fn reconcile(&mut self, uid: &str) -> Result<Option<Duration>, LocalApiError> {
+        self.process(uid).await.map(|()| None)
+    }
 }
 
 impl GarbageCollector {
@@ -135,37 +145,16 @@ impl GarbageCollector {
             items: HashMap::new(),
             dependents: HashMap::new(),
             queue: WorkQueue::default(),
-            listed: HashSet::new(),
         }
     }
 
-    pub async fn run(mut self, mut events: mpsc::Receiver<KindEvent>) {
-        loop {
-            while let Ok(event) = events.try_recv() {
-                self.on_event(event);
-            }
-            if self.listed.len() == self.kinds.len()
-                && let Some(uid) = self.queue.pop()
-            {
-                let outcome = self.process(&uid).await.map(|()| None);
-                self.queue.finish(uid, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => self.on_event(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_event(&mut self, (info, event): KindEvent) {
+    pub(super) fn on_event(
+        &mut self,
+        info: &'static ResourceInfo,
+        event: InformerEvent<ObjectHead>,
+    ) {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed.insert(info.plural);
                 let stale: Vec<String> = self
                     .items
                     .iter()

@@ -34,7 +34,6 @@ pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
 #[derive(Debug, Default)]
 pub struct HistoryCache {
     revisions: HashMap<String, Arc<ControllerRevision>>,
-    listed: bool,
 }
 
 fn key_of(revision: &ControllerRevision) -> String {
@@ -59,10 +58,6 @@ fn owner_key(revision: &ControllerRevision, kind: &str) -> Option<String> {
 }
 
 impl HistoryCache {
-    pub fn is_listed(&self) -> bool {
-        self.listed
-    }
-
     /// Takes in an informer event; returns the owners of `kind` whose
     /// history it changed.
     pub fn on_event(
@@ -72,7 +67,6 @@ impl HistoryCache {
     ) -> Vec<String> {
         match event {
             InformerEvent::Listed(all) => {
-                self.listed = true;
                 self.revisions = all.into_iter().map(|r| (key_of(&r), r)).collect();
                 Vec::new()
             }

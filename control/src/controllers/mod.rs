@@ -2,13 +2,14 @@
 //! by in-process informers and writing through the API router, one module
 //! each. Today: ReplicaSet, Deployment, StatefulSet, DaemonSet,
 //! endpoints, the garbage collector, namespaces and node lifecycle. Each
-//! keeps its own caches and work queue and runs as one task, so a slow
-//! controller never holds another up; the pods, which are many, are
-//! decoded once for the controllers that watch them.
+//! keeps its own caches and work queue and runs as one task of the shared
+//! [`runtime`], so a slow controller never holds another up; the pods,
+//! which are many, are decoded once for the controllers that watch them.
 
 mod daemonset;
 mod deployment;
 mod endpoints;
+mod expectations;
 mod garbage_collector;
 mod history;
 mod namespace;
@@ -16,6 +17,7 @@ mod node_lifecycle;
 mod pod_cache;
 mod pod_view;
 mod replicaset;
+mod runtime;
 mod statefulset;
 mod work_queue;
 
@@ -23,13 +25,22 @@ use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use k8s_openapi::api::{
-    apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet},
-    coordination::v1::Lease,
-    core::v1::{Endpoints, Namespace, Node, Service},
-    discovery::v1::EndpointSlice,
+    apps::v1::{ControllerRevision, ReplicaSet},
+    core::v1::Node,
 };
 use tokio::{sync::mpsc, task::JoinSet};
 
+use self::{
+    daemonset::DaemonSetController,
+    deployment::DeploymentController,
+    endpoints::EndpointsController,
+    garbage_collector::{GarbageCollector, ObjectHead},
+    namespace::NamespaceController,
+    node_lifecycle::NodeLifecycleController,
+    replicaset::ReplicaSetController,
+    runtime::Runtime,
+    statefulset::StatefulSetController,
+};
 use crate::{
     events::EventRecorder,
     informer::{self, Informed, InformerEvent},
@@ -84,94 +95,95 @@ pub fn spawn_with(
         shared::<ControllerRevision, 2>(&mut tasks, &store, "/registry/controllerrevisions/");
 
     let events = EventRecorder::new(&mut tasks, api.clone(), "replicaset-controller");
-    tasks.spawn(
-        replicaset::ReplicaSetController::new(api.clone(), events)
-            .run(sets_for_sets, pods_for_sets),
-    );
+    let controller = Runtime::new(replicaset::ReplicaSetController::new(api.clone(), events))
+        .watch(sets_for_sets, ReplicaSetController::on_set)
+        .watch(pods_for_sets, ReplicaSetController::on_pod);
+    tasks.spawn(controller.run());
 
-    let deployments =
-        informer::spawn::<Deployment>(&mut tasks, Arc::clone(&store), "/registry/deployments/");
     let events = EventRecorder::new(&mut tasks, api.clone(), "deployment-controller");
-    tasks.spawn(
-        deployment::DeploymentController::new(api.clone(), events)
-            .run(deployments, sets_for_deployments),
-    );
-
-    let stateful_sets =
-        informer::spawn::<StatefulSet>(&mut tasks, Arc::clone(&store), "/registry/statefulsets/");
-    let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
-    tasks.spawn(
-        statefulset::StatefulSetController::new(api.clone(), events).run(
-            stateful_sets,
-            pods_for_stateful_sets,
-            revisions_for_stateful_sets,
-        ),
-    );
-
-    let daemon_sets =
-        informer::spawn::<DaemonSet>(&mut tasks, Arc::clone(&store), "/registry/daemonsets/");
-    let daemons = daemonset::DaemonSetController::new(&mut tasks, api.clone());
-    tasks.spawn(daemons.run(
-        daemon_sets,
-        nodes_for_daemons,
-        pods_for_daemons,
-        revisions_for_daemons,
-    ));
-
-    let services =
-        informer::spawn::<Service>(&mut tasks, Arc::clone(&store), "/registry/services/");
-    let endpoint_lists =
-        informer::spawn::<Endpoints>(&mut tasks, Arc::clone(&store), "/registry/endpoints/");
-    let slices = informer::spawn::<EndpointSlice>(
-        &mut tasks,
-        Arc::clone(&store),
-        "/registry/endpointslices/",
-    );
-    tasks.spawn(endpoints::EndpointsController::new(api.clone()).run(
-        services,
-        pods_for_endpoints,
-        endpoint_lists,
-        slices,
-    ));
-
-    let leases = informer::spawn::<Lease>(
-        &mut tasks,
-        Arc::clone(&store),
-        "/registry/leases/kube-node-lease/",
-    );
-    let events = EventRecorder::new(&mut tasks, api.clone(), "node-controller");
-    tasks.spawn(
-        node_lifecycle::NodeLifecycleController::new(
-            api.clone(),
-            events,
-            config.node_monitor_grace,
+    let controller = Runtime::new(DeploymentController::new(api.clone(), events))
+        .watch(
+            informed(&mut tasks, &store, "deployments"),
+            DeploymentController::on_deployment,
         )
-        .run(nodes_for_lifecycle, leases),
-    );
+        .watch(sets_for_deployments, DeploymentController::on_set);
+    tasks.spawn(controller.run());
+
+    let events = EventRecorder::new(&mut tasks, api.clone(), statefulset::COMPONENT);
+    let controller = Runtime::new(StatefulSetController::new(api.clone(), events))
+        .watch(
+            informed(&mut tasks, &store, "statefulsets"),
+            StatefulSetController::on_set,
+        )
+        .watch(pods_for_stateful_sets, StatefulSetController::on_pod)
+        .watch(
+            revisions_for_stateful_sets,
+            StatefulSetController::on_revision,
+        );
+    tasks.spawn(controller.run());
+
+    let controller = Runtime::new(DaemonSetController::new(&mut tasks, api.clone()))
+        .watch(
+            informed(&mut tasks, &store, "daemonsets"),
+            DaemonSetController::on_set,
+        )
+        .watch(nodes_for_daemons, DaemonSetController::on_node)
+        .watch(pods_for_daemons, DaemonSetController::on_pod)
+        .watch(revisions_for_daemons, DaemonSetController::on_revision);
+    tasks.spawn(controller.run());
+
+    let controller = Runtime::new(EndpointsController::new(api.clone()))
+        .watch(
+            informed(&mut tasks, &store, "services"),
+            EndpointsController::on_service,
+        )
+        .watch(pods_for_endpoints, EndpointsController::on_pod)
+        .watch(
+            informed(&mut tasks, &store, "endpoints"),
+            EndpointsController::on_endpoints,
+        )
+        .watch(
+            informed(&mut tasks, &store, "endpointslices"),
+            EndpointsController::on_slice,
+        );
+    tasks.spawn(controller.run());
+
+    let events = EventRecorder::new(&mut tasks, api.clone(), "node-controller");
+    let lifecycle = NodeLifecycleController::new(api.clone(), events, config.node_monitor_grace);
+    let controller = Runtime::new(lifecycle)
+        .watch(nodes_for_lifecycle, NodeLifecycleController::on_node)
+        .watch(
+            informed(&mut tasks, &store, "leases/kube-node-lease"),
+            NodeLifecycleController::on_lease,
+        );
+    tasks.spawn(controller.run());
 
     let kinds = served::infos();
-    let namespaces =
-        informer::spawn::<Namespace>(&mut tasks, Arc::clone(&store), "/registry/namespaces/");
-    tasks.spawn(namespace::NamespaceController::new(api.clone(), &kinds).run(namespaces));
+    let controller = Runtime::new(NamespaceController::new(api.clone(), &kinds)).watch(
+        informed(&mut tasks, &store, "namespaces"),
+        NamespaceController::on_namespace,
+    );
+    tasks.spawn(controller.run());
 
-    let (events, merged) = mpsc::channel(1024);
-    for info in &kinds {
-        let mut heads = informer::spawn::<garbage_collector::ObjectHead>(
-            &mut tasks,
-            Arc::clone(&store),
-            format!("/registry/{}/", info.plural),
-        );
-        let (events, info) = (events.clone(), *info);
-        tasks.spawn(async move {
-            while let Some(event) = heads.recv().await {
-                if events.send((info, event)).await.is_err() {
-                    return;
-                }
-            }
+    let mut collector = Runtime::new(GarbageCollector::new(api, kinds.clone()));
+    for info in kinds {
+        let heads = informed::<ObjectHead>(&mut tasks, &store, info.plural);
+        collector = collector.watch(heads, move |gc: &mut GarbageCollector, event| {
+            gc.on_event(info, event)
         });
     }
-    tasks.spawn(garbage_collector::GarbageCollector::new(api, kinds).run(merged));
+    tasks.spawn(collector.run());
     tasks
+}
+
+/// An informer of every object of the resource `plural` (or below a
+/// namespace of it: "leases/kube-node-lease").
+fn informed<T: Informed>(
+    tasks: &mut JoinSet<()>,
+    store: &Arc<dyn Store>,
+    plural: &str,
+) -> mpsc::Receiver<InformerEvent<T>> {
+    informer::spawn::<T>(tasks, Arc::clone(store), format!("/registry/{plural}/"))
 }
 
 /// `namespace/name`, the key controllers cache and queue objects by.

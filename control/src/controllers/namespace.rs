@@ -10,9 +10,8 @@ use std::{collections::HashMap, time::Duration};
 use axum::http::Method;
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::work_queue::WorkQueue;
+use super::{runtime::Controller, work_queue::WorkQueue};
 use crate::{
     clock::now,
     informer::InformerEvent,
@@ -30,7 +29,6 @@ pub struct NamespaceController {
     kinds: Vec<&'static ResourceInfo>,
     namespaces: HashMap<String, Namespace>,
     queue: WorkQueue,
-    listed: bool,
 }
 
 fn collection_path(info: &ResourceInfo, namespace: &str) -> String {
@@ -46,60 +44,11 @@ fn is_deleting(namespace: &Namespace) -> bool {
             .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
-impl NamespaceController {
-    /// A controller emptying namespaces of `kinds` (the namespaced ones
-    /// are used).
-    pub fn new(api: LocalApi, kinds: &[&'static ResourceInfo]) -> Self {
-        Self {
-            api,
-            kinds: kinds.iter().copied().filter(|k| k.namespaced).collect(),
-            namespaces: HashMap::new(),
-            queue: WorkQueue::default(),
-            listed: false,
-        }
-    }
+impl Controller for NamespaceController {
+    type Error = LocalApiError;
 
-    pub async fn run(mut self, mut namespaces: mpsc::Receiver<InformerEvent<Namespace>>) {
-        loop {
-            if self.listed
-                && let Some(name) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&name).await;
-                self.queue.finish(name, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = namespaces.recv() => match event {
-                    Some(event) => self.on_namespace(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_namespace(&mut self, event: InformerEvent<Namespace>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.listed = true;
-                self.namespaces.clear();
-                for namespace in all {
-                    self.on_namespace(InformerEvent::Applied(namespace));
-                }
-            }
-            InformerEvent::Applied(namespace) => {
-                let name = namespace.metadata.name.clone().unwrap_or_default();
-                if is_deleting(&namespace) {
-                    self.queue.add(name.clone());
-                }
-                self.namespaces.insert(name, namespace);
-            }
-            InformerEvent::Deleted(namespace) => {
-                self.namespaces
-                    .remove(namespace.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
     }
 
     async fn reconcile(&mut self, name: &str) -> Result<Option<Duration>, LocalApiError> {
@@ -146,6 +95,41 @@ impl NamespaceController {
             .await?;
         tracing::info!(namespace = name, "namespace emptied and finalized");
         Ok(None)
+    }
+}
+
+impl NamespaceController {
+    /// A controller emptying namespaces of `kinds` (the namespaced ones
+    /// are used).
+    pub fn new(api: LocalApi, kinds: &[&'static ResourceInfo]) -> Self {
+        Self {
+            api,
+            kinds: kinds.iter().copied().filter(|k| k.namespaced).collect(),
+            namespaces: HashMap::new(),
+            queue: WorkQueue::default(),
+        }
+    }
+
+    pub(super) fn on_namespace(&mut self, event: InformerEvent<Namespace>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.namespaces.clear();
+                for namespace in all {
+                    self.on_namespace(InformerEvent::Applied(namespace));
+                }
+            }
+            InformerEvent::Applied(namespace) => {
+                let name = namespace.metadata.name.clone().unwrap_or_default();
+                if is_deleting(&namespace) {
+                    self.queue.add(name.clone());
+                }
+                self.namespaces.insert(name, namespace);
+            }
+            InformerEvent::Deleted(namespace) => {
+                self.namespaces
+                    .remove(namespace.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
     }
 
     /// Sets the NamespaceContentRemaining condition to what is left.

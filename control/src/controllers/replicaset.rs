@@ -7,20 +7,19 @@
 //! status. Writes it has made but not yet seen through its informers are
 //! *expected*, so a second pass never creates or deletes twice.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::http::Method;
 use k8s_openapi::{
     api::apps::v1::ReplicaSet, apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp,
 };
 use serde_json::{Value, json};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::task::JoinSet;
 
-use super::{object_key, pod_cache::PodCache, pod_view::Pod, work_queue::WorkQueue};
+use super::{
+    expectations::Expectations, object_key, pod_cache::PodCache, pod_view::Pod,
+    runtime::Controller, work_queue::WorkQueue,
+};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -28,18 +27,8 @@ use crate::{
     local_api::{LocalApi, LocalApiError},
 };
 
-/// Unmet expectations are given up after this (a lost event).
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// At most this many pods are created or deleted in one pass.
 const BURST: usize = 500;
-
-/// Creations and deletions made but not yet observed.
-#[derive(Debug, Clone, Copy)]
-struct Expectation {
-    adds: i64,
-    deletes: i64,
-    set_at: Instant,
-}
 
 pub struct ReplicaSetController {
     api: LocalApi,
@@ -47,9 +36,7 @@ pub struct ReplicaSetController {
     sets: HashMap<String, Arc<ReplicaSet>>,
     pods: PodCache,
     queue: WorkQueue,
-    expectations: HashMap<String, Expectation>,
-    sets_listed: bool,
-    pods_listed: bool,
+    expectations: Expectations,
 }
 
 fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
@@ -76,6 +63,62 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
     )
 }
 
+impl Controller for ReplicaSetController {
+    type Error = LocalApiError;
+
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
+    }
+
+    /// One pass over one ReplicaSet; Some(delay) asks to look again then.
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(rs) = self.sets.get(key).cloned() else {
+            self.expectations.forget(key);
+            return Ok(None);
+        };
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let spec = rs.spec.clone().unwrap_or_default();
+        let Ok(selector) = Selector::from_label_selector(&spec.selector) else {
+            return Ok(None);
+        };
+        let mut owned = Vec::new();
+        for pod in self.pods.claimable(&namespace, &uid) {
+            let matches =
+                !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref());
+            match controller_ref(&pod) {
+                Some(owner) if owner.uid == uid => {
+                    if matches {
+                        owned.push(pod);
+                    } else {
+                        self.set_owner(&pod, None).await?;
+                    }
+                }
+                Some(_) => {}
+                None if matches && pod.is_active() => {
+                    self.set_owner(&pod, Some(&rs)).await?;
+                    owned.push(pod);
+                }
+                None => {}
+            }
+        }
+        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| p.is_active()).collect();
+        if self.expectations.met(key) {
+            let want = i64::from(spec.replicas.unwrap_or(1));
+            let diff = active.len() as i64 - want;
+            if diff < 0 {
+                self.create_pods(key, &rs, (-diff) as usize).await?;
+            } else if diff > 0 {
+                self.delete_pods(key, &rs, &active, diff as usize).await?;
+            }
+        }
+        self.write_status(&rs, &active).await
+    }
+}
+
 impl ReplicaSetController {
     pub fn new(api: LocalApi, events: EventRecorder) -> Self {
         Self {
@@ -84,51 +127,13 @@ impl ReplicaSetController {
             sets: HashMap::new(),
             pods: PodCache::default(),
             queue: WorkQueue::default(),
-            expectations: HashMap::new(),
-            sets_listed: false,
-            pods_listed: false,
+            expectations: Expectations::default(),
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut sets: mpsc::Receiver<InformerEvent<Arc<ReplicaSet>>>,
-        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
-    ) {
-        loop {
-            while let Ok(event) = sets.try_recv() {
-                self.on_set(event);
-            }
-            while let Ok(event) = pods.try_recv() {
-                self.on_pod(event);
-            }
-            if self.sets_listed
-                && self.pods_listed
-                && let Some(key) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&key).await;
-                self.queue.finish(key, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = sets.recv() => match event {
-                    Some(event) => self.on_set(event),
-                    None => return,
-                },
-                event = pods.recv() => match event {
-                    Some(event) => self.on_pod(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
+    pub(super) fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.sets_listed = true;
                 self.sets = all
                     .into_iter()
                     .map(|rs| {
@@ -160,15 +165,14 @@ impl ReplicaSetController {
                     rs.metadata.name.as_deref(),
                 );
                 self.sets.remove(&key);
-                self.expectations.remove(&key);
+                self.expectations.forget(&key);
             }
         }
     }
 
-    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+    pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.pods_listed = true;
                 self.pods.reset(all);
                 self.expectations.clear();
                 let keys: Vec<String> = self.sets.keys().cloned().collect();
@@ -178,17 +182,9 @@ impl ReplicaSetController {
             }
             InformerEvent::Applied(pod) => {
                 let old = self.pods.insert(Arc::clone(&pod));
-                let newly_deleting = pod.metadata.deletion_timestamp.is_some()
-                    && old
-                        .as_ref()
-                        .is_none_or(|o| o.metadata.deletion_timestamp.is_none());
-                if let Some(owner) = self.owner_key(&pod) {
-                    if old.is_none() {
-                        self.observed(&owner, -1, 0);
-                    } else if newly_deleting {
-                        self.observed(&owner, 0, -1);
-                    }
-                }
+                let owner = self.owner_key(&pod);
+                self.expectations
+                    .observe_applied(owner.as_deref(), old.as_deref(), &pod);
                 self.enqueue_for(&pod);
                 if let Some(old) = old
                     && (old.metadata.labels != pod.metadata.labels
@@ -200,10 +196,9 @@ impl ReplicaSetController {
             }
             InformerEvent::Deleted(pod) => {
                 let old = self.pods.remove(&pod.key());
-                let already_counted = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
-                if !already_counted && let Some(owner) = self.owner_key(&pod) {
-                    self.observed(&owner, 0, -1);
-                }
+                let owner = self.owner_key(&pod);
+                self.expectations
+                    .observe_deleted(owner.as_deref(), old.as_deref());
                 self.enqueue_for(&pod);
             }
         }
@@ -247,67 +242,6 @@ impl ReplicaSetController {
         }
     }
 
-    fn observed(&mut self, key: &str, adds: i64, deletes: i64) {
-        if let Some(expectation) = self.expectations.get_mut(key) {
-            expectation.adds = (expectation.adds + adds).max(0);
-            expectation.deletes = (expectation.deletes + deletes).max(0);
-        }
-    }
-
-    fn expectations_met(&self, key: &str) -> bool {
-        self.expectations.get(key).is_none_or(|e| {
-            (e.adds <= 0 && e.deletes <= 0) || e.set_at.elapsed() > EXPECTATION_TIMEOUT
-        })
-    }
-
-    /// One pass over one ReplicaSet; Some(delay) asks to look again then.
-    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
-        let Some(rs) = self.sets.get(key).cloned() else {
-            self.expectations.remove(key);
-            return Ok(None);
-        };
-        if rs.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let namespace = rs.metadata.namespace.clone().unwrap_or_default();
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let spec = rs.spec.clone().unwrap_or_default();
-        let Ok(selector) = Selector::from_label_selector(&spec.selector) else {
-            return Ok(None);
-        };
-        let mut owned = Vec::new();
-        for pod in self.pods.claimable(&namespace, &uid) {
-            let matches =
-                !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref());
-            match controller_ref(&pod) {
-                Some(owner) if owner.uid == uid => {
-                    if matches {
-                        owned.push(pod);
-                    } else {
-                        self.set_owner(&pod, None).await?;
-                    }
-                }
-                Some(_) => {}
-                None if matches && pod.is_active() => {
-                    self.set_owner(&pod, Some(&rs)).await?;
-                    owned.push(pod);
-                }
-                None => {}
-            }
-        }
-        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| p.is_active()).collect();
-        if self.expectations_met(key) {
-            let want = i64::from(spec.replicas.unwrap_or(1));
-            let diff = active.len() as i64 - want;
-            if diff < 0 {
-                self.create_pods(key, &rs, (-diff) as usize).await?;
-            } else if diff > 0 {
-                self.delete_pods(key, &rs, &active, diff as usize).await?;
-            }
-        }
-        self.write_status(&rs, &active).await
-    }
-
     /// Adopts `pod` for `owner`, or releases it (None).
     async fn set_owner(&self, pod: &Pod, owner: Option<&ReplicaSet>) -> Result<(), LocalApiError> {
         let mut references: Vec<OwnerReference> = pod
@@ -341,14 +275,7 @@ impl ReplicaSetController {
             "/api/v1/namespaces/{}/pods",
             rs.metadata.namespace.as_deref().unwrap_or_default()
         );
-        self.expectations.insert(
-            key.to_owned(),
-            Expectation {
-                adds: count as i64,
-                deletes: 0,
-                set_at: Instant::now(),
-            },
-        );
+        self.expectations.expect(key, count, 0);
         let mut created = 0;
         let mut batch = 1;
         while created < count {
@@ -393,8 +320,7 @@ impl ReplicaSetController {
             }
             if let Some(err) = failure {
                 // Creations that did not happen will not be observed.
-                let missing = (count - created) as i64;
-                self.observed(key, -missing, 0);
+                self.expectations.settle(key, count - created, 0);
                 return Err(err);
             }
             batch *= 2;
@@ -417,14 +343,7 @@ impl ReplicaSetController {
         let count = count.min(BURST);
         let mut ranked: Vec<&Arc<Pod>> = active.iter().collect();
         ranked.sort_by_key(|p| deletion_rank(p));
-        self.expectations.insert(
-            key.to_owned(),
-            Expectation {
-                adds: 0,
-                deletes: count as i64,
-                set_at: Instant::now(),
-            },
-        );
+        self.expectations.expect(key, 0, count);
         let mut calls = JoinSet::new();
         for pod in ranked.into_iter().take(count) {
             let api = self.api.clone();
@@ -448,9 +367,9 @@ impl ReplicaSetController {
                         &format!("Deleted pod: {name}"),
                     );
                 }
-                Ok(Err(err)) if err.code == 404 => self.observed(key, 0, -1),
+                Ok(Err(err)) if err.code == 404 => self.expectations.settle(key, 0, 1),
                 Ok(Err(err)) => {
-                    self.observed(key, 0, -1);
+                    self.expectations.settle(key, 0, 1);
                     failure = Some(err);
                 }
                 Err(err) => {

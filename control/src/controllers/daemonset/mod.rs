@@ -39,18 +39,19 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::Value;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::task::JoinSet;
 
 use self::{
     plan::{REVISION_LABEL, View},
     writes::{Writer, new_pod, owner_reference},
 };
 use super::{
-    Shared,
+    expectations::Expectations,
     history::{self, Ensured, HistoryCache},
     object_key,
     pod_cache::PodCache,
     pod_view::Pod,
+    runtime::Controller,
     work_queue::WorkQueue,
 };
 use crate::{
@@ -60,21 +61,11 @@ use crate::{
     scheduler::node_info::NodeSpec,
 };
 
-/// Unmet expectations are given up after this (a lost event).
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// At most this many pods are created, and as many deleted, in one pass
 /// (Kubernetes' burstReplicas).
 const BURST: usize = 250;
 const FAILED_BACKOFF_START: Duration = Duration::from_secs(1);
 const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
-
-/// Creations and deletions made but not yet observed.
-#[derive(Debug, Clone, Copy)]
-struct Expectation {
-    adds: i64,
-    deletes: i64,
-    set_at: Instant,
-}
 
 /// When a node's failed pod was last deleted, and how long the next one
 /// waits after that.
@@ -91,12 +82,122 @@ pub struct DaemonSetController {
     pods: PodCache,
     history: HistoryCache,
     queue: WorkQueue,
-    expectations: HashMap<String, Expectation>,
+    expectations: Expectations,
     /// Per set, per node.
     failed_backoff: HashMap<String, HashMap<String, Backoff>>,
-    sets_listed: bool,
-    nodes_listed: bool,
-    pods_listed: bool,
+}
+
+impl Controller for DaemonSetController {
+    type Error = LocalApiError;
+
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
+    }
+
+    /// One pass over one DaemonSet; Some(delay) asks to look again then.
+    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
+        let Some(ds) = self.sets.get(key).cloned() else {
+            self.expectations.forget(key);
+            return Ok(None);
+        };
+        if ds.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let owned = self.claim(&ds).await?;
+        let spec = ds.spec.clone().unwrap_or_default();
+        let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
+        let owner = history::Owner {
+            kind: "DaemonSet",
+            meta: &ds.metadata,
+            template: &template,
+            hash_label: REVISION_LABEL,
+            collision_count: ds
+                .status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0),
+        };
+        let revisions = self.history.owned(&ds.metadata);
+        let hash =
+            match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
+                Ensured::Revision(kept) => kept.hash,
+                Ensured::Collided => {
+                    self.writer
+                        .write_collision(&ds, owner.collision_count + 1)
+                        .await?;
+                    return Ok(None);
+                }
+            };
+        let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
+        placement::add_daemon_tolerations(&mut pod_spec);
+        let view = self.view(&ds, &pod_spec, owned, hash);
+        let synced = self.expectations.met(key);
+        let mut backoff = None;
+        let mut outcome = Ok(());
+        let rolling = spec
+            .update_strategy
+            .as_ref()
+            .filter(|s| s.type_.as_deref().is_none_or(|t| t == "RollingUpdate"))
+            .map(|s| s.rolling_update.clone().unwrap_or_default());
+        let desired = view.counts().0.desired;
+        let surge = rolling
+            .as_ref()
+            .map_or(0, |r| plan::max_surge(r.max_surge.as_ref(), desired));
+        if synced {
+            let actions = view.manage(surge > 0);
+            let (failed, wait) = self.failed_to_delete(&ds, key, &actions.failed);
+            backoff = wait;
+            let mut delete = actions.delete;
+            delete.extend(failed);
+            let body = new_pod(&ds, &pod_spec, &view.hash);
+            outcome = self
+                .sync(
+                    key,
+                    &ds,
+                    &body,
+                    &actions.create_on,
+                    &delete,
+                    &actions.stranded,
+                )
+                .await;
+            if outcome.is_ok()
+                && let Some(rolling) = &rolling
+                && self.expectations.met(key)
+            {
+                outcome = if surge > 0 {
+                    let (create_on, old) = view.to_surge(surge);
+                    self.sync(key, &ds, &body, &create_on, &old, &[]).await
+                } else {
+                    let max = plan::max_unavailable(rolling.max_unavailable.as_ref(), desired);
+                    let old = view.to_replace(max);
+                    self.sync(key, &ds, &body, &[], &old, &[]).await
+                };
+            }
+        }
+        let (counts, until_available) = view.counts();
+        // observedGeneration moves only after a pass that acted on the
+        // spec.
+        let generation = if synced {
+            ds.metadata.generation
+        } else {
+            ds.status.as_ref().and_then(|s| s.observed_generation)
+        };
+        self.writer.write_status(&ds, counts, generation).await?;
+        outcome?;
+        let ds_name = ds.metadata.name.as_deref().unwrap_or_default();
+        let live: HashSet<String> = view
+            .pods
+            .values()
+            .flatten()
+            .map(|p| format!("{ds_name}-{}", plan::hash_of(p)))
+            .chain([format!("{ds_name}-{}", view.hash)])
+            .collect();
+        let live = live.iter().map(String::as_str).collect();
+        let limit = spec.revision_history_limit.unwrap_or(10);
+        history::prune(self.writer.api(), &revisions, &live, limit).await?;
+        let until_available = until_available.map(|left| left + Duration::from_millis(100));
+        Ok([backoff, until_available].into_iter().flatten().min())
+    }
 }
 
 impl DaemonSetController {
@@ -110,64 +211,8 @@ impl DaemonSetController {
             pods: PodCache::default(),
             history: HistoryCache::default(),
             queue: WorkQueue::default(),
-            expectations: HashMap::new(),
+            expectations: Expectations::default(),
             failed_backoff: HashMap::new(),
-            sets_listed: false,
-            nodes_listed: false,
-            pods_listed: false,
-        }
-    }
-
-    pub async fn run(
-        mut self,
-        mut sets: mpsc::Receiver<InformerEvent<DaemonSet>>,
-        mut nodes: mpsc::Receiver<InformerEvent<Arc<Node>>>,
-        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
-        mut revisions: Shared<ControllerRevision>,
-    ) {
-        loop {
-            while let Ok(event) = sets.try_recv() {
-                self.on_set(event);
-            }
-            while let Ok(event) = nodes.try_recv() {
-                self.on_node(event);
-            }
-            while let Ok(event) = pods.try_recv() {
-                self.on_pod(event);
-            }
-            while let Ok(event) = revisions.try_recv() {
-                self.on_revision(event);
-            }
-            if self.sets_listed
-                && self.nodes_listed
-                && self.pods_listed
-                && self.history.is_listed()
-                && let Some(key) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&key).await;
-                self.queue.finish(key, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = sets.recv() => match event {
-                    Some(event) => self.on_set(event),
-                    None => return,
-                },
-                event = nodes.recv() => match event {
-                    Some(event) => self.on_node(event),
-                    None => return,
-                },
-                event = pods.recv() => match event {
-                    Some(event) => self.on_pod(event),
-                    None => return,
-                },
-                event = revisions.recv() => match event {
-                    Some(event) => self.on_revision(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
         }
     }
 
@@ -178,7 +223,7 @@ impl DaemonSetController {
         }
     }
 
-    fn on_set(&mut self, event: InformerEvent<DaemonSet>) {
+    pub(super) fn on_set(&mut self, event: InformerEvent<DaemonSet>) {
         let key_of = |ds: &DaemonSet| {
             object_key(
                 ds.metadata.namespace.as_deref(),
@@ -187,7 +232,6 @@ impl DaemonSetController {
         };
         match event {
             InformerEvent::Listed(all) => {
-                self.sets_listed = true;
                 self.sets = all
                     .into_iter()
                     .map(|ds| (key_of(&ds), Arc::new(ds)))
@@ -202,13 +246,13 @@ impl DaemonSetController {
             InformerEvent::Deleted(ds) => {
                 let key = key_of(&ds);
                 self.sets.remove(&key);
-                self.expectations.remove(&key);
+                self.expectations.forget(&key);
                 self.failed_backoff.remove(&key);
             }
         }
     }
 
-    fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
+    pub(super) fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
         for owner in self.history.on_event(event, "DaemonSet") {
             if self.sets.contains_key(&owner) {
                 self.queue.add(owner);
@@ -218,10 +262,9 @@ impl DaemonSetController {
 
     /// Every set is looked at again when a node comes, goes, or changes
     /// in what placement reads (not on every status write).
-    fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
+    pub(super) fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
         let changed = match event {
             InformerEvent::Listed(all) => {
-                self.nodes_listed = true;
                 self.nodes = all
                     .iter()
                     .map(|node| NodeSpec::from_node(node))
@@ -245,27 +288,18 @@ impl DaemonSetController {
         }
     }
 
-    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+    pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
         match event {
             InformerEvent::Listed(all) => {
-                self.pods_listed = true;
                 self.pods.reset(all);
                 self.expectations.clear();
                 self.enqueue_all();
             }
             InformerEvent::Applied(pod) => {
                 let old = self.pods.insert(Arc::clone(&pod));
-                let newly_deleting = pod.metadata.deletion_timestamp.is_some()
-                    && old
-                        .as_ref()
-                        .is_none_or(|o| o.metadata.deletion_timestamp.is_none());
-                if let Some(owner) = self.owner_key(&pod) {
-                    if old.is_none() {
-                        self.observed(&owner, -1, 0);
-                    } else if newly_deleting {
-                        self.observed(&owner, 0, -1);
-                    }
-                }
+                let owner = self.owner_key(&pod);
+                self.expectations
+                    .observe_applied(owner.as_deref(), old.as_deref(), &pod);
                 self.enqueue_for(&pod);
                 if let Some(old) = old
                     && (old.metadata.labels != pod.metadata.labels
@@ -277,10 +311,9 @@ impl DaemonSetController {
             }
             InformerEvent::Deleted(pod) => {
                 let old = self.pods.remove(&pod.key());
-                let already_counted = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
-                if !already_counted && let Some(owner) = self.owner_key(&pod) {
-                    self.observed(&owner, 0, -1);
-                }
+                let owner = self.owner_key(&pod);
+                self.expectations
+                    .observe_deleted(owner.as_deref(), old.as_deref());
                 self.enqueue_for(&pod);
             }
         }
@@ -316,124 +349,6 @@ impl DaemonSetController {
         for key in matching {
             self.queue.add(key);
         }
-    }
-
-    fn observed(&mut self, key: &str, adds: i64, deletes: i64) {
-        if let Some(expectation) = self.expectations.get_mut(key) {
-            expectation.adds = (expectation.adds + adds).max(0);
-            expectation.deletes = (expectation.deletes + deletes).max(0);
-        }
-    }
-
-    fn expectations_met(&self, key: &str) -> bool {
-        self.expectations.get(key).is_none_or(|e| {
-            (e.adds <= 0 && e.deletes <= 0) || e.set_at.elapsed() > EXPECTATION_TIMEOUT
-        })
-    }
-
-    /// One pass over one DaemonSet; Some(delay) asks to look again then.
-    async fn reconcile(&mut self, key: &str) -> Result<Option<Duration>, LocalApiError> {
-        let Some(ds) = self.sets.get(key).cloned() else {
-            self.expectations.remove(key);
-            return Ok(None);
-        };
-        if ds.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let owned = self.claim(&ds).await?;
-        let spec = ds.spec.clone().unwrap_or_default();
-        let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
-        let owner = history::Owner {
-            kind: "DaemonSet",
-            meta: &ds.metadata,
-            template: &template,
-            hash_label: REVISION_LABEL,
-            collision_count: ds
-                .status
-                .as_ref()
-                .and_then(|s| s.collision_count)
-                .unwrap_or(0),
-        };
-        let revisions = self.history.owned(&ds.metadata);
-        let hash =
-            match history::ensure(self.writer.api(), &self.history, &owner, &revisions).await? {
-                Ensured::Revision(kept) => kept.hash,
-                Ensured::Collided => {
-                    self.writer
-                        .write_collision(&ds, owner.collision_count + 1)
-                        .await?;
-                    return Ok(None);
-                }
-            };
-        let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
-        placement::add_daemon_tolerations(&mut pod_spec);
-        let view = self.view(&ds, &pod_spec, owned, hash);
-        let synced = self.expectations_met(key);
-        let mut backoff = None;
-        let mut outcome = Ok(());
-        let rolling = spec
-            .update_strategy
-            .as_ref()
-            .filter(|s| s.type_.as_deref().is_none_or(|t| t == "RollingUpdate"))
-            .map(|s| s.rolling_update.clone().unwrap_or_default());
-        let desired = view.counts().0.desired;
-        let surge = rolling
-            .as_ref()
-            .map_or(0, |r| plan::max_surge(r.max_surge.as_ref(), desired));
-        if synced {
-            let actions = view.manage(surge > 0);
-            let (failed, wait) = self.failed_to_delete(&ds, key, &actions.failed);
-            backoff = wait;
-            let mut delete = actions.delete;
-            delete.extend(failed);
-            let body = new_pod(&ds, &pod_spec, &view.hash);
-            outcome = self
-                .sync(
-                    key,
-                    &ds,
-                    &body,
-                    &actions.create_on,
-                    &delete,
-                    &actions.stranded,
-                )
-                .await;
-            if outcome.is_ok()
-                && let Some(rolling) = &rolling
-                && self.expectations_met(key)
-            {
-                outcome = if surge > 0 {
-                    let (create_on, old) = view.to_surge(surge);
-                    self.sync(key, &ds, &body, &create_on, &old, &[]).await
-                } else {
-                    let max = plan::max_unavailable(rolling.max_unavailable.as_ref(), desired);
-                    let old = view.to_replace(max);
-                    self.sync(key, &ds, &body, &[], &old, &[]).await
-                };
-            }
-        }
-        let (counts, until_available) = view.counts();
-        // observedGeneration moves only after a pass that acted on the
-        // spec.
-        let generation = if synced {
-            ds.metadata.generation
-        } else {
-            ds.status.as_ref().and_then(|s| s.observed_generation)
-        };
-        self.writer.write_status(&ds, counts, generation).await?;
-        outcome?;
-        let ds_name = ds.metadata.name.as_deref().unwrap_or_default();
-        let live: HashSet<String> = view
-            .pods
-            .values()
-            .flatten()
-            .map(|p| format!("{ds_name}-{}", plan::hash_of(p)))
-            .chain([format!("{ds_name}-{}", view.hash)])
-            .collect();
-        let live = live.iter().map(String::as_str).collect();
-        let limit = spec.revision_history_limit.unwrap_or(10);
-        history::prune(self.writer.api(), &revisions, &live, limit).await?;
-        let until_available = until_available.map(|left| left + Duration::from_millis(100));
-        Ok([backoff, until_available].into_iter().flatten().min())
     }
 
     /// The pods `ds` controls, adopting matching orphans and releasing
@@ -563,21 +478,11 @@ impl DaemonSetController {
         if nodes.is_empty() && deletions.is_empty() {
             return Ok(());
         }
-        self.expectations.insert(
-            key.to_owned(),
-            Expectation {
-                adds: nodes.len() as i64,
-                deletes: deletes as i64,
-                set_at: Instant::now(),
-            },
-        );
+        self.expectations.expect(key, nodes.len(), deletes);
         let created = self.writer.create_pods(ds, body, nodes).await;
         let deleted = self.writer.delete_pods(ds, &deletions).await;
-        self.observed(
-            key,
-            -(created.unobserved as i64),
-            -(deleted.unobserved as i64),
-        );
+        self.expectations
+            .settle(key, created.unobserved, deleted.unobserved);
         created.error.or(deleted.error).map_or(Ok(()), Err)
     }
 }

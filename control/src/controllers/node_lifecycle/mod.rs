@@ -28,10 +28,9 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use self::taints::Eviction;
-use super::work_queue::WorkQueue;
+use super::{runtime::Controller, work_queue::WorkQueue};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -60,7 +59,6 @@ pub struct NodeLifecycleController {
     nodes: HashMap<String, Arc<Node>>,
     heard: HashMap<String, Heard>,
     queue: WorkQueue,
-    nodes_listed: bool,
 }
 
 fn ready_status(node: &Node) -> Option<&str> {
@@ -116,128 +114,20 @@ fn silent_conditions(node: &Node, now: Timestamp) -> Vec<NodeCondition> {
     conditions
 }
 
-impl NodeLifecycleController {
-    /// A controller calling a node unreachable after `grace` without a
-    /// heartbeat (kube-controller-manager's --node-monitor-grace-period).
-    pub fn new(api: LocalApi, events: EventRecorder, grace: Duration) -> Self {
-        Self {
-            api,
-            events,
-            grace,
-            nodes: HashMap::new(),
-            heard: HashMap::new(),
-            queue: WorkQueue::default(),
-            nodes_listed: false,
-        }
+impl Controller for NodeLifecycleController {
+    type Error = LocalApiError;
+
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
     }
 
-    pub async fn run(
-        mut self,
-        mut nodes: mpsc::Receiver<InformerEvent<Arc<Node>>>,
-        mut leases: mpsc::Receiver<InformerEvent<Lease>>,
-    ) {
-        let period = (self.grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let mut next_check = Instant::now() + period;
-        loop {
-            if Instant::now() >= next_check {
-                self.queue_silent_nodes();
-                next_check = Instant::now() + period;
-            }
-            if self.nodes_listed
-                && let Some(name) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&name).await;
-                self.queue.finish(name, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at().min(next_check);
-            tokio::select! {
-                event = nodes.recv() => match event {
-                    Some(event) => self.on_node(event),
-                    None => return,
-                },
-                event = leases.recv() => match event {
-                    Some(event) => self.on_lease(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
+    /// Silence is noticed by looking, a few times per grace period.
+    fn tick_every(&self) -> Option<Duration> {
+        Some((self.grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)))
     }
 
-    fn heard_from(&mut self, name: &str, lease: Option<Timestamp>, status: Option<Timestamp>) {
-        let heard = self.heard.entry(name.to_owned()).or_insert(Heard {
-            at: Instant::now(),
-            lease_renewed: lease,
-            status_heartbeat: status,
-        });
-        let renewed = lease.is_some() && lease != heard.lease_renewed;
-        let posted = status.is_some() && status != heard.status_heartbeat;
-        if renewed || posted {
-            heard.at = Instant::now();
-        }
-        if lease.is_some() {
-            heard.lease_renewed = lease;
-        }
-        if status.is_some() {
-            heard.status_heartbeat = status;
-        }
-    }
-
-    fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.nodes_listed = true;
-                self.nodes.clear();
-                for node in all {
-                    self.on_node(InformerEvent::Applied(node));
-                }
-            }
-            InformerEvent::Applied(node) => {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                self.heard_from(&name, None, status_heartbeat(&node));
-                self.nodes.insert(name.clone(), node);
-                self.queue.add(name);
-            }
-            InformerEvent::Deleted(node) => {
-                let name = node.metadata.name.as_deref().unwrap_or_default();
-                self.nodes.remove(name);
-                self.heard.remove(name);
-            }
-        }
-    }
-
-    fn on_lease(&mut self, event: InformerEvent<Lease>) {
-        let leases = match event {
-            InformerEvent::Listed(all) => all,
-            InformerEvent::Applied(lease) => vec![lease],
-            InformerEvent::Deleted(_) => return,
-        };
-        for lease in leases {
-            let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
-            if let Some(name) = lease.metadata.name {
-                self.heard_from(&name, renewed, None);
-            }
-        }
-    }
-
-    /// Queues the nodes that went silent and are not yet marked so.
-    fn queue_silent_nodes(&mut self) {
-        let silent: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|(name, node)| {
-                ready_status(node) != Some("Unknown")
-                    && self
-                        .heard
-                        .get(*name)
-                        .is_some_and(|h| h.at.elapsed() > self.grace)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in silent {
-            self.queue.add(name);
-        }
+    fn tick(&mut self) {
+        self.queue_silent_nodes();
     }
 
     async fn reconcile(&mut self, name: &str) -> Result<Option<Duration>, LocalApiError> {
@@ -278,6 +168,95 @@ impl NodeLifecycleController {
             return self.evict(name, &current).await.map(Some);
         }
         Ok(None)
+    }
+}
+
+impl NodeLifecycleController {
+    /// A controller calling a node unreachable after `grace` without a
+    /// heartbeat (kube-controller-manager's --node-monitor-grace-period).
+    pub fn new(api: LocalApi, events: EventRecorder, grace: Duration) -> Self {
+        Self {
+            api,
+            events,
+            grace,
+            nodes: HashMap::new(),
+            heard: HashMap::new(),
+            queue: WorkQueue::default(),
+        }
+    }
+
+    fn heard_from(&mut self, name: &str, lease: Option<Timestamp>, status: Option<Timestamp>) {
+        let heard = self.heard.entry(name.to_owned()).or_insert(Heard {
+            at: Instant::now(),
+            lease_renewed: lease,
+            status_heartbeat: status,
+        });
+        let renewed = lease.is_some() && lease != heard.lease_renewed;
+        let posted = status.is_some() && status != heard.status_heartbeat;
+        if renewed || posted {
+            heard.at = Instant::now();
+        }
+        if lease.is_some() {
+            heard.lease_renewed = lease;
+        }
+        if status.is_some() {
+            heard.status_heartbeat = status;
+        }
+    }
+
+    pub(super) fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.nodes.clear();
+                for node in all {
+                    self.on_node(InformerEvent::Applied(node));
+                }
+            }
+            InformerEvent::Applied(node) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                self.heard_from(&name, None, status_heartbeat(&node));
+                self.nodes.insert(name.clone(), node);
+                self.queue.add(name);
+            }
+            InformerEvent::Deleted(node) => {
+                let name = node.metadata.name.as_deref().unwrap_or_default();
+                self.nodes.remove(name);
+                self.heard.remove(name);
+            }
+        }
+    }
+
+    pub(super) fn on_lease(&mut self, event: InformerEvent<Lease>) {
+        let leases = match event {
+            InformerEvent::Listed(all) => all,
+            InformerEvent::Applied(lease) => vec![lease],
+            InformerEvent::Deleted(_) => return,
+        };
+        for lease in leases {
+            let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
+            if let Some(name) = lease.metadata.name {
+                self.heard_from(&name, renewed, None);
+            }
+        }
+    }
+
+    /// Queues the nodes that went silent and are not yet marked so.
+    fn queue_silent_nodes(&mut self) {
+        let silent: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(name, node)| {
+                ready_status(node) != Some("Unknown")
+                    && self
+                        .heard
+                        .get(*name)
+                        .is_some_and(|h| h.at.elapsed() > self.grace)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in silent {
+            self.queue.add(name);
+        }
     }
 
     async fn mark_unknown(&self, node: &Node) -> Result<(), LocalApiError> {

@@ -25,18 +25,17 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use self::{
     expectations::{Expectations, Expected},
     plan::{Action, Member, Revision, Rules},
 };
 use super::{
-    Shared,
     history::{self, Ensured, HistoryCache},
     object_key,
     pod_cache::PodCache,
     pod_view::Pod,
+    runtime::Controller,
     work_queue::WorkQueue,
 };
 use crate::{
@@ -57,8 +56,6 @@ pub struct StatefulSetController {
     history: HistoryCache,
     expectations: Expectations,
     queue: WorkQueue,
-    sets_listed: bool,
-    pods_listed: bool,
 }
 
 fn set_key(set: &StatefulSet) -> String {
@@ -76,148 +73,11 @@ fn template_of(set: &StatefulSet) -> Value {
         .unwrap_or(Value::Null)
 }
 
-impl StatefulSetController {
-    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
-        Self {
-            api,
-            events,
-            sets: HashMap::new(),
-            pods: PodCache::default(),
-            history: HistoryCache::default(),
-            expectations: Expectations::default(),
-            queue: WorkQueue::default(),
-            sets_listed: false,
-            pods_listed: false,
-        }
-    }
+impl Controller for StatefulSetController {
+    type Error = LocalApiError;
 
-    pub async fn run(
-        mut self,
-        mut sets: mpsc::Receiver<InformerEvent<StatefulSet>>,
-        mut pods: mpsc::Receiver<InformerEvent<Arc<Pod>>>,
-        mut revisions: Shared<ControllerRevision>,
-    ) {
-        loop {
-            while let Ok(event) = sets.try_recv() {
-                self.on_set(event);
-            }
-            while let Ok(event) = pods.try_recv() {
-                self.on_pod(event);
-            }
-            while let Ok(event) = revisions.try_recv() {
-                self.on_revision(event);
-            }
-            if self.sets_listed
-                && self.pods_listed
-                && self.history.is_listed()
-                && let Some(key) = self.queue.pop()
-            {
-                let outcome = self.reconcile(&key).await;
-                self.queue.finish(key, outcome);
-                continue;
-            }
-            let wake = self.queue.wake_at();
-            tokio::select! {
-                event = sets.recv() => match event {
-                    Some(event) => self.on_set(event),
-                    None => return,
-                },
-                event = pods.recv() => match event {
-                    Some(event) => self.on_pod(event),
-                    None => return,
-                },
-                event = revisions.recv() => match event {
-                    Some(event) => self.on_revision(event),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-    }
-
-    fn on_set(&mut self, event: InformerEvent<StatefulSet>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.sets_listed = true;
-                self.sets.clear();
-                for set in all {
-                    self.on_set_applied(set);
-                }
-                let sets = &self.sets;
-                self.expectations.retain_sets(|set| sets.contains_key(set));
-            }
-            InformerEvent::Applied(set) => self.on_set_applied(set),
-            InformerEvent::Deleted(set) => {
-                let key = set_key(&set);
-                self.sets.remove(&key);
-                self.expectations.retain_sets(|set| set != key);
-            }
-        }
-    }
-
-    fn on_set_applied(&mut self, set: StatefulSet) {
-        let key = set_key(&set);
-        self.sets.insert(key.clone(), Arc::new(set));
-        self.queue.add(key);
-    }
-
-    fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
-        for owner in self.history.on_event(event, "StatefulSet") {
-            if self.sets.contains_key(&owner) {
-                self.queue.add(owner);
-            }
-        }
-    }
-
-    fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.pods_listed = true;
-                self.pods.reset(all);
-                self.expectations.clear();
-                let keys: Vec<String> = self.sets.keys().cloned().collect();
-                for key in keys {
-                    self.queue.add(key);
-                }
-            }
-            InformerEvent::Applied(pod) => {
-                self.expectations.observe(&pod, false);
-                let old = self.pods.insert(Arc::clone(&pod));
-                self.enqueue_for(&pod);
-                if let Some(old) = old
-                    && (old.metadata.labels != pod.metadata.labels
-                        || old.controller_ref().map(|o| &o.uid)
-                            != pod.controller_ref().map(|o| &o.uid))
-                {
-                    self.enqueue_for(&old);
-                }
-            }
-            InformerEvent::Deleted(pod) => {
-                self.expectations.observe(&pod, true);
-                self.pods.remove(&pod.key());
-                self.enqueue_for(&pod);
-            }
-        }
-    }
-
-    /// Queues the set a change to `pod` concerns: its controller, or, for
-    /// an orphan, the set its name belongs to.
-    fn enqueue_for(&mut self, pod: &Pod) {
-        let namespace = pod.metadata.namespace.as_deref();
-        match pod.controller_ref() {
-            Some(owner) if owner.kind == "StatefulSet" => {
-                self.queue.add(object_key(namespace, Some(&owner.name)));
-            }
-            Some(_) => {}
-            None => {
-                if let Some(parent) = pod.metadata.name.as_deref().and_then(identity::parent) {
-                    let key = object_key(namespace, Some(parent));
-                    if self.sets.contains_key(&key) {
-                        self.queue.add(key);
-                    }
-                }
-            }
-        }
+    fn queue(&mut self) -> &mut WorkQueue {
+        &mut self.queue
     }
 
     /// One pass over one set; Some(delay) asks to look again then.
@@ -295,6 +155,103 @@ impl StatefulSetController {
             history::prune(&self.api, &owned, &live, limit).await?;
         }
         Ok(status.recheck.map(|left| left + Duration::from_millis(100)))
+    }
+}
+
+impl StatefulSetController {
+    pub fn new(api: LocalApi, events: EventRecorder) -> Self {
+        Self {
+            api,
+            events,
+            sets: HashMap::new(),
+            pods: PodCache::default(),
+            history: HistoryCache::default(),
+            expectations: Expectations::default(),
+            queue: WorkQueue::default(),
+        }
+    }
+
+    pub(super) fn on_set(&mut self, event: InformerEvent<StatefulSet>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.sets.clear();
+                for set in all {
+                    self.on_set_applied(set);
+                }
+                let sets = &self.sets;
+                self.expectations.retain_sets(|set| sets.contains_key(set));
+            }
+            InformerEvent::Applied(set) => self.on_set_applied(set),
+            InformerEvent::Deleted(set) => {
+                let key = set_key(&set);
+                self.sets.remove(&key);
+                self.expectations.retain_sets(|set| set != key);
+            }
+        }
+    }
+
+    fn on_set_applied(&mut self, set: StatefulSet) {
+        let key = set_key(&set);
+        self.sets.insert(key.clone(), Arc::new(set));
+        self.queue.add(key);
+    }
+
+    pub(super) fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
+        for owner in self.history.on_event(event, "StatefulSet") {
+            if self.sets.contains_key(&owner) {
+                self.queue.add(owner);
+            }
+        }
+    }
+
+    pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
+        match event {
+            InformerEvent::Listed(all) => {
+                self.pods.reset(all);
+                self.expectations.clear();
+                let keys: Vec<String> = self.sets.keys().cloned().collect();
+                for key in keys {
+                    self.queue.add(key);
+                }
+            }
+            InformerEvent::Applied(pod) => {
+                self.expectations.observe(&pod, false);
+                let old = self.pods.insert(Arc::clone(&pod));
+                self.enqueue_for(&pod);
+                if let Some(old) = old
+                    && (old.metadata.labels != pod.metadata.labels
+                        || old.controller_ref().map(|o| &o.uid)
+                            != pod.controller_ref().map(|o| &o.uid))
+                {
+                    self.enqueue_for(&old);
+                }
+            }
+            InformerEvent::Deleted(pod) => {
+                self.expectations.observe(&pod, true);
+                self.pods.remove(&pod.key());
+                self.enqueue_for(&pod);
+            }
+        }
+    }
+
+    /// Queues the set a change to `pod` concerns: its controller, or, for
+    /// an orphan, the set its name belongs to.
+    fn enqueue_for(&mut self, pod: &Pod) {
+        let namespace = pod.metadata.namespace.as_deref();
+        match pod.controller_ref() {
+            Some(owner) if owner.kind == "StatefulSet" => {
+                self.queue.add(object_key(namespace, Some(&owner.name)));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(parent) = pod.metadata.name.as_deref().and_then(identity::parent) {
+                    let key = object_key(namespace, Some(parent));
+                    if self.sets.contains_key(&key) {
+                        self.queue.add(key);
+                    }
+                }
+            }
+        }
     }
 
     /// The set's members: the pods it controls that still match it, and
