@@ -18,12 +18,17 @@ use std::{
 use axum::http::Method;
 use k8s_openapi::{
     api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet},
-    apimachinery::pkg::{apis::meta::v1::OwnerReference, util::intstr::IntOrString},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
 
-use super::{object_key, runtime::Controller, work_queue::WorkQueue};
+use super::{
+    object_key,
+    pod_template::{scaled, template_hash},
+    runtime::Controller,
+    work_queue::WorkQueue,
+};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -81,24 +86,6 @@ fn status_of(set: &ReplicaSet) -> (i32, i32, i32) {
     )
 }
 
-/// The template's hash, as a label value: FNV-1a over its JSON (object
-/// keys sorted), in Kubernetes' alphabet for generated names.
-pub fn template_hash(template: &Value) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in template.to_string().bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut out = String::new();
-    let mut value = u64::from(hash);
-    while value > 0 || out.is_empty() {
-        out.push(ALPHABET[(value % ALPHABET.len() as u64) as usize] as char);
-        value /= ALPHABET.len() as u64;
-    }
-    out
-}
-
 /// A set's template as its Deployment's would be: without the hash label.
 fn template_without_hash(set: &ReplicaSet) -> Value {
     let mut template = serde_json::to_value(
@@ -114,35 +101,17 @@ fn template_without_hash(set: &ReplicaSet) -> Value {
     template
 }
 
-/// maxSurge or maxUnavailable as a count of `total`: percentages round up
-/// for surge and down for unavailability, as Kubernetes rounds them.
-pub(super) fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
-    match value {
-        None => 0,
-        Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(text)) => {
-            let percent: f64 = text.trim_end_matches('%').parse().unwrap_or(0.0);
-            let exact = percent * f64::from(total) / 100.0;
-            (if round_up {
-                exact.ceil()
-            } else {
-                exact.floor()
-            }) as i32
-        }
-    }
-}
-
 /// (maxSurge, maxUnavailable) of a rolling Deployment; never both zero.
 fn surge_and_unavailable(deployment: &Deployment) -> (i32, i32) {
     let spec = deployment.spec.clone().unwrap_or_default();
     let total = spec.replicas.unwrap_or(1);
     let rolling = spec.strategy.and_then(|s| s.rolling_update);
-    let surge = resolve(
+    let surge = scaled(
         rolling.as_ref().and_then(|r| r.max_surge.as_ref()),
         total,
         true,
     );
-    let unavailable = resolve(
+    let unavailable = scaled(
         rolling.as_ref().and_then(|r| r.max_unavailable.as_ref()),
         total,
         false,
@@ -822,19 +791,6 @@ mod tests {
             surge_and_unavailable(&deployment(rolling(json!(0), json!(0)), 6)),
             (0, 1),
             "never both zero"
-        );
-    }
-
-    #[test]
-    fn the_template_hash_is_stable_and_tells_templates_apart() {
-        let a = json!({ "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "image": "a" }] } });
-        let b = json!({ "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "image": "b" }] } });
-        assert_eq!(template_hash(&a), template_hash(&a.clone()));
-        assert_ne!(template_hash(&a), template_hash(&b));
-        assert!(
-            template_hash(&a)
-                .chars()
-                .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
         );
     }
 }

@@ -20,7 +20,7 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use super::{deployment::template_hash, object_key};
+use super::{object_key, pod_template::template_hash};
 use crate::{
     informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},

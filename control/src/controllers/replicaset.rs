@@ -9,22 +9,23 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use axum::http::Method;
 use k8s_openapi::{
-    api::apps::v1::ReplicaSet, apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp,
+    api::{apps::v1::ReplicaSet, core::v1::Pod as PodObject},
+    apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta},
+    jiff::Timestamp,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::{
-    expectations::Expectations, object_key, pod_cache::PodCache, pod_view::Pod,
+    expectations::Expectations, object_key, ownership, pod_cache::PodCache, pod_view::Pod,
     runtime::Controller, work_queue::WorkQueue,
 };
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
     labels::Selector,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
 };
 
 /// At most this many pods are created or deleted in one pass.
@@ -37,10 +38,6 @@ pub struct ReplicaSetController {
     pods: PodCache,
     queue: WorkQueue,
     expectations: Expectations,
-}
-
-fn controller_ref(pod: &Pod) -> Option<&OwnerReference> {
-    pod.controller_ref()
 }
 
 /// Kubernetes' order for deleting surplus replicas: the first goes first.
@@ -85,26 +82,12 @@ impl Controller for ReplicaSetController {
         let Ok(selector) = Selector::from_label_selector(&spec.selector) else {
             return Ok(None);
         };
-        let mut owned = Vec::new();
-        for pod in self.pods.claimable(&namespace, &uid) {
-            let matches =
-                !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref());
-            match controller_ref(&pod) {
-                Some(owner) if owner.uid == uid => {
-                    if matches {
-                        owned.push(pod);
-                    } else {
-                        self.set_owner(&pod, None).await?;
-                    }
-                }
-                Some(_) => {}
-                None if matches && pod.is_active() => {
-                    self.set_owner(&pod, Some(&rs)).await?;
-                    owned.push(pod);
-                }
-                None => {}
-            }
-        }
+        let matches =
+            |pod: &Pod| !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref());
+        let candidates = self.pods.claimable(&namespace, &uid);
+        let owned =
+            ownership::claim_pods(&self.api, rs.as_ref(), candidates, matches, Pod::is_active)
+                .await?;
         let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| p.is_active()).collect();
         if self.expectations.met(key) {
             let want = i64::from(spec.replicas.unwrap_or(1));
@@ -188,8 +171,8 @@ impl ReplicaSetController {
                 self.enqueue_for(&pod);
                 if let Some(old) = old
                     && (old.metadata.labels != pod.metadata.labels
-                        || controller_ref(&old).map(|o| &o.uid)
-                            != controller_ref(&pod).map(|o| &o.uid))
+                        || old.controller_ref().map(|o| &o.uid)
+                            != pod.controller_ref().map(|o| &o.uid))
                 {
                     self.enqueue_for(&old);
                 }
@@ -206,7 +189,7 @@ impl ReplicaSetController {
 
     /// The key of the cached ReplicaSet that controls `pod`.
     fn owner_key(&self, pod: &Pod) -> Option<String> {
-        let owner = controller_ref(pod).filter(|o| o.kind == "ReplicaSet")?;
+        let owner = pod.controller_ref().filter(|o| o.kind == "ReplicaSet")?;
         let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
         let set = self.sets.get(&key)?;
         (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
@@ -215,7 +198,7 @@ impl ReplicaSetController {
     /// Queues the ReplicaSets a change to `pod` concerns: its controller,
     /// or, for an orphan, every set in its namespace that selects it.
     fn enqueue_for(&mut self, pod: &Pod) {
-        if let Some(owner) = controller_ref(pod) {
+        if let Some(owner) = pod.controller_ref() {
             if owner.kind == "ReplicaSet" {
                 self.queue.add(object_key(
                     pod.metadata.namespace.as_deref(),
@@ -242,27 +225,6 @@ impl ReplicaSetController {
         }
     }
 
-    /// Adopts `pod` for `owner`, or releases it (None).
-    async fn set_owner(&self, pod: &Pod, owner: Option<&ReplicaSet>) -> Result<(), LocalApiError> {
-        let mut references: Vec<OwnerReference> = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|o| o.controller != Some(true))
-            .cloned()
-            .collect();
-        if let Some(owner) = owner {
-            references.push(owner_reference(owner));
-        }
-        let patch = json!({ "metadata": { "ownerReferences": references } });
-        let path = pod.path();
-        self.api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
-            .await
-            .map(drop)
-    }
-
     async fn create_pods(
         &mut self,
         key: &str,
@@ -270,11 +232,7 @@ impl ReplicaSetController {
         count: usize,
     ) -> Result<(), LocalApiError> {
         let count = count.min(BURST);
-        let body = pod_from_template(rs);
-        let path = format!(
-            "/api/v1/namespaces/{}/pods",
-            rs.metadata.namespace.as_deref().unwrap_or_default()
-        );
+        let pod = Arc::new(pod_from_template(rs));
         self.expectations.expect(key, count, 0);
         let mut created = 0;
         let mut batch = 1;
@@ -282,18 +240,15 @@ impl ReplicaSetController {
             let size = batch.min(count - created);
             let mut calls = JoinSet::new();
             for _ in 0..size {
-                let (api, path, body) = (self.api.clone(), path.clone(), body.clone());
-                calls.spawn(async move {
-                    api.send(Method::POST, &path, "application/json", &body)
-                        .await
-                });
+                let (api, pod) = (self.api.clone(), Arc::clone(&pod));
+                calls.spawn(async move { api.create(pod.as_ref()).await });
             }
             let mut failure = None;
             while let Some(result) = calls.join_next().await {
                 match result {
                     Ok(Ok(pod)) => {
                         created += 1;
-                        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                        let name = pod.metadata.name.unwrap_or_default();
                         self.event(
                             rs,
                             "Normal",
@@ -348,12 +303,16 @@ impl ReplicaSetController {
         for pod in ranked.into_iter().take(count) {
             let api = self.api.clone();
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let path = pod.path();
+            let at = ObjectRef::<PodObject>::of(&pod.metadata);
             calls.spawn(async move {
-                let deleted = api
-                    .send(Method::DELETE, &path, "application/json", &Value::Null)
-                    .await;
-                deleted.map(|_| name)
+                match api.delete(&at, &DeleteOptions::default()).await {
+                    Ok(Some(())) => Ok(name),
+                    Ok(None) => Err(LocalApiError {
+                        code: 404,
+                        message: format!("pod {name} is gone"),
+                    }),
+                    Err(err) => Err(err),
+                }
             });
         }
         let mut failure = None;
@@ -447,14 +406,10 @@ impl ReplicaSetController {
                 "availableReplicas": wanted.3,
                 "observedGeneration": wanted.4,
             } });
-            let path = format!(
-                "/apis/apps/v1/namespaces/{}/replicasets/{}/status",
-                rs.metadata.namespace.as_deref().unwrap_or_default(),
-                rs.metadata.name.as_deref().unwrap_or_default()
-            );
+            let at = ObjectRef::<ReplicaSet>::of(&rs.metadata);
             let written = self
                 .api
-                .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+                .patch(&at, Some("status"), PatchType::Merge, &patch)
                 .await?;
             if written.is_none() {
                 return Ok(None);
@@ -464,40 +419,35 @@ impl ReplicaSetController {
     }
 }
 
-fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: "ReplicaSet".to_owned(),
-        name: rs.metadata.name.clone().unwrap_or_default(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// A new pod of `rs`: its template, named `<rs>-<random>`, owned by it.
-fn pod_from_template(rs: &ReplicaSet) -> Value {
+fn pod_from_template(rs: &ReplicaSet) -> PodObject {
     let template = rs
         .spec
         .as_ref()
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
     let meta = template.metadata.unwrap_or_default();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{}-", rs.metadata.name.as_deref().unwrap_or_default()),
-            "labels": meta.labels,
-            "annotations": meta.annotations,
-            "ownerReferences": [owner_reference(rs)],
+    PodObject {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}-",
+                rs.metadata.name.as_deref().unwrap_or_default()
+            )),
+            namespace: rs.metadata.namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: Some(vec![ownership::controller_reference(rs)]),
+            ..ObjectMeta::default()
         },
-        "spec": template.spec,
-    })
+        spec: template.spec,
+        status: None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn pod(json: Value) -> Pod {
@@ -561,8 +511,10 @@ mod tests {
             },
         }))
         .unwrap();
-        let pod = pod_from_template(&rs);
+        let pod = serde_json::to_value(pod_from_template(&rs)).unwrap();
+        assert_eq!(pod["kind"], "Pod");
         assert_eq!(pod["metadata"]["generateName"], "web-");
+        assert_eq!(pod["metadata"]["namespace"], "ns");
         assert_eq!(pod["metadata"]["labels"]["app"], "web");
         assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "u-1");
         assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);

@@ -43,12 +43,12 @@ use tokio::task::JoinSet;
 
 use self::{
     plan::{REVISION_LABEL, View},
-    writes::{Writer, new_pod, owner_reference},
+    writes::{Writer, new_pod},
 };
 use super::{
     expectations::Expectations,
     history::{self, Ensured, HistoryCache},
-    object_key,
+    object_key, ownership,
     pod_cache::PodCache,
     pod_view::Pod,
     runtime::Controller,
@@ -356,28 +356,15 @@ impl DaemonSetController {
     async fn claim(&self, ds: &DaemonSet) -> Result<Vec<Arc<Pod>>, LocalApiError> {
         let uid = ds.metadata.uid.as_deref().unwrap_or_default();
         let namespace = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let mut owned = Vec::new();
-        for pod in self.pods.claimable(namespace, uid) {
-            let matches = selects(ds, &pod);
-            match pod.controller_ref() {
-                Some(owner) if owner.uid == uid => {
-                    if matches {
-                        owned.push(pod);
-                    } else {
-                        self.writer.set_controller(&pod, None).await?;
-                    }
-                }
-                Some(_) => {}
-                None if matches && pod.metadata.deletion_timestamp.is_none() => {
-                    self.writer
-                        .set_controller(&pod, Some(owner_reference(ds)))
-                        .await?;
-                    owned.push(pod);
-                }
-                None => {}
-            }
-        }
-        Ok(owned)
+        let candidates = self.pods.claimable(namespace, uid);
+        ownership::claim_pods(
+            self.writer.api(),
+            ds,
+            candidates,
+            |pod| selects(ds, pod),
+            |pod| pod.metadata.deletion_timestamp.is_none(),
+        )
+        .await
     }
 
     fn view(&self, ds: &DaemonSet, pod_spec: &PodSpec, owned: Vec<Arc<Pod>>, hash: String) -> View {

@@ -77,14 +77,14 @@ fn age(pod: &Pod) -> impl Ord + '_ {
 /// maxUnavailable as a count of the nodes that should run a pod
 /// (percentages rounded up); at least one, so that a rollout moves.
 pub fn max_unavailable(value: Option<&IntOrString>, desired: i32) -> usize {
-    let count = super::super::deployment::resolve(value, desired, true);
+    let count = super::super::pod_template::scaled(value, desired, true);
     usize::try_from(count).unwrap_or(0).max(1)
 }
 
 /// maxSurge as a count of the nodes that should run a pod (percentages
 /// rounded up); 0 when the set takes nodes down instead.
 pub fn max_surge(value: Option<&IntOrString>, desired: i32) -> usize {
-    let count = super::super::deployment::resolve(value, desired, true);
+    let count = super::super::pod_template::scaled(value, desired, true);
     usize::try_from(count).unwrap_or(0)
 }
 

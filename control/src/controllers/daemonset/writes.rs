@@ -5,15 +5,12 @@
 //! informers, so the controller can lower what it expects.
 
 use axum::http::Method;
-use k8s_openapi::{
-    api::{apps::v1::DaemonSet, core::v1::PodSpec},
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
-};
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::PodSpec};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::{
-    super::pod_view::Pod,
+    super::{ownership::controller_reference, pod_view::Pod},
     plan::{Counts, REVISION_LABEL},
 };
 use crate::{
@@ -159,33 +156,6 @@ impl Writer {
         outcome
     }
 
-    /// Adopts `pod` for `owner`, or releases it (None).
-    pub async fn set_controller(
-        &self,
-        pod: &Pod,
-        owner: Option<OwnerReference>,
-    ) -> Result<(), LocalApiError> {
-        let mut references: Vec<OwnerReference> = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|o| o.controller != Some(true))
-            .cloned()
-            .collect();
-        references.extend(owner);
-        let patch = json!({ "metadata": { "ownerReferences": references } });
-        self.api
-            .send_if_exists(
-                Method::PATCH,
-                &pod.path(),
-                "application/merge-patch+json",
-                &patch,
-            )
-            .await
-            .map(drop)
-    }
-
     /// Writes the counters and `generation` as observed, when they changed.
     pub async fn write_status(
         &self,
@@ -256,17 +226,6 @@ impl Writer {
     }
 }
 
-pub fn owner_reference(ds: &DaemonSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: "DaemonSet".to_owned(),
-        name: ds.metadata.name.clone().unwrap_or_default(),
-        uid: ds.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// A new pod of `ds` (its node still to be set): the template with the
 /// daemon tolerations (`spec`), named `<ds>-<random>`, labelled with the
 /// template's hash, owned by the set.
@@ -285,7 +244,7 @@ pub fn new_pod(ds: &DaemonSet, spec: &PodSpec, hash: &str) -> Value {
             "generateName": format!("{}-", ds.metadata.name.as_deref().unwrap_or_default()),
             "labels": labels,
             "annotations": meta.annotations,
-            "ownerReferences": [owner_reference(ds)],
+            "ownerReferences": [controller_reference(ds)],
         },
         "spec": spec,
     })

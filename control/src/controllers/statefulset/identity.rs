@@ -3,10 +3,10 @@
 //! from, and the pod made from a template for one ordinal (hostname the
 //! pod's name, subdomain the set's governing Service, owned by the set).
 
-use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Map, Value, json};
 
-use crate::controllers::pod_view::Pod;
+use crate::controllers::{ownership::controller_reference, pod_view::Pod};
 
 pub const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
@@ -59,17 +59,6 @@ pub fn label_patch(pod_name: &str, ordinal: i32) -> Value {
     json!({ "metadata": { "labels": { POD_NAME: pod_name, POD_INDEX: ordinal.to_string() } } })
 }
 
-pub fn owner_reference(set: &StatefulSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: "StatefulSet".to_owned(),
-        name: set.metadata.name.clone().unwrap_or_default(),
-        uid: set.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// The pod of `set` at `ordinal`, made from `template` (the JSON of a pod
 /// template) at `revision`. Volume claim templates are not turned into
 /// volumes: there is no storage to claim yet.
@@ -89,7 +78,10 @@ pub fn new_pod(set: &StatefulSet, template: &Value, revision: &str, ordinal: i32
             metadata.insert(copied.to_owned(), meta[copied].clone());
         }
     }
-    metadata.insert("ownerReferences".to_owned(), json!([owner_reference(set)]));
+    metadata.insert(
+        "ownerReferences".to_owned(),
+        json!([controller_reference(set)]),
+    );
     let mut spec = template["spec"].clone();
     spec["hostname"] = json!(name);
     if let Some(service) = set

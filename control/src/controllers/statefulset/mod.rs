@@ -21,7 +21,6 @@ use std::{
 use axum::http::Method;
 use k8s_openapi::{
     api::apps::v1::{ControllerRevision, StatefulSet},
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
@@ -32,7 +31,7 @@ use self::{
 };
 use super::{
     history::{self, Ensured, HistoryCache},
-    object_key,
+    object_key, ownership,
     pod_cache::PodCache,
     pod_view::Pod,
     runtime::Controller,
@@ -264,52 +263,34 @@ impl StatefulSetController {
     ) -> Result<Vec<Member>, LocalApiError> {
         let name = set.metadata.name.as_deref().unwrap_or_default();
         let uid = set.metadata.uid.as_deref().unwrap_or_default();
-        let deleting = set.metadata.deletion_timestamp.is_some();
         let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
-        let mut members = Vec::new();
-        for pod in self.pods.claimable(namespace, uid) {
-            let ordinal = pod
-                .metadata
+        let ordinal = |pod: &Pod| {
+            pod.metadata
                 .name
                 .as_deref()
                 .and_then(|n| identity::ordinal(name, n))
                 .filter(|_| {
                     !selector.is_empty() && selector.matches_opt(pod.metadata.labels.as_ref())
-                });
-            match (pod.controller_ref(), ordinal) {
-                (Some(owner), Some(ordinal)) if owner.uid == uid => {
-                    members.push(Member { ordinal, pod });
-                }
-                (Some(owner), None) if owner.uid == uid && !deleting => {
-                    self.set_owner(&pod, None).await?;
-                }
-                (None, Some(ordinal)) if !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                    self.set_owner(&pod, Some(set)).await?;
-                    members.push(Member { ordinal, pod });
-                }
-                _ => {}
-            }
-        }
-        Ok(members)
-    }
-
-    /// Adopts `pod` for `owner`, or releases it (None).
-    async fn set_owner(&self, pod: &Pod, owner: Option<&StatefulSet>) -> Result<(), LocalApiError> {
-        let mut references: Vec<OwnerReference> = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|o| o.controller != Some(true))
-            .cloned()
-            .collect();
-        references.extend(owner.map(identity::owner_reference));
-        let patch = json!({ "metadata": { "ownerReferences": references } });
-        let path = pod.path();
-        self.api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
-            .await
-            .map(drop)
+                })
+        };
+        let candidates = self.pods.claimable(namespace, uid);
+        let owned = ownership::claim_pods(
+            &self.api,
+            set,
+            candidates,
+            |pod| ordinal(pod).is_some(),
+            |pod| pod.metadata.deletion_timestamp.is_none(),
+        )
+        .await?;
+        Ok(owned
+            .into_iter()
+            .filter_map(|pod| {
+                Some(Member {
+                    ordinal: ordinal(&pod)?,
+                    pod,
+                })
+            })
+            .collect())
     }
 
     /// Makes the planned writes in order, stopping at the first failure.

@@ -1,6 +1,10 @@
 //! A client of the API router in-process, for the scheduler and the
 //! controllers: requests go through the same routes, authorisation,
 //! defaulting and validation as a remote client's, without a socket.
+//! Callers use the typed requests of [`typed`]; [`LocalApi::send`] is the
+//! transport beneath them.
+
+mod typed;
 
 use std::sync::Arc;
 
@@ -11,6 +15,8 @@ use axum::{
 };
 use serde_json::Value;
 use tower::ServiceExt;
+
+pub use self::typed::{Addressable, ObjectRef, PatchType, collection};
 
 /// An API answer other than success.
 #[derive(Debug, thiserror::Error)]
