@@ -1,6 +1,7 @@
 //! capstan's node agent: runs the pods bound to its node on containerd,
 //! balances Service traffic in the kernel with eBPF, serves cluster DNS and
-//! exports container metrics. The binary in main.rs wires these together.
+//! exports container metrics. service.rs assembles these; the binary in
+//! main.rs parses its flags.
 
 pub mod cgroup;
 pub mod lb;
@@ -9,3 +10,5 @@ pub mod network;
 pub mod node;
 pub mod pod;
 pub mod runtime;
+pub mod server;
+pub mod service;

@@ -1,18 +1,14 @@
-//! The capstan agent binary: flags, logging, and the node's long-lived
-//! parts wired together. Run by containerd's shim as
+//! The capstan agent binary: flags and logging; service.rs assembles the
+//! node's long-lived parts. Run by containerd's shim as
 //! `capstan-agent --log-to <file>`, it is instead the log driver of one
 //! container.
 
-use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Context;
 use capstan_agent::{
-    cgroup::Hierarchies,
-    lb, logs,
-    network::{AddressPool, Iproute2, NodeNetwork, PodSubnet, Sandboxes},
-    node::{self, NodeConfig},
-    pod::{self, DnsSettings, Images, PodDirs, PodRuntime},
-    runtime::{self, ContainerdDaemon, DaemonConfig, RegistryClient},
+    logs,
+    service::{self, AgentConfig},
 };
 use clap::Parser;
 
@@ -109,138 +105,38 @@ async fn run() -> anyhow::Result<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
     let host_ip = match args.node_ip {
-        Some(ip) => ip.to_string(),
+        Some(ip) => ip,
         None => capstan_agent::node::facts::default_address()
             .context("finding the node's address: give it with --node-ip")?
-            .to_string(),
+            .into(),
     };
-
-    let (socket, _own_containerd) = match &args.containerd_socket {
-        Some(socket) => (socket.clone(), None),
-        None => {
-            let config = DaemonConfig::new(
-                args.data_dir.join("containerd"),
-                args.run_dir.join("containerd"),
-            );
-            let command = config.command()?;
-            let daemon = ContainerdDaemon::spawn(config, command, Duration::from_secs(30))?;
-            tracing::info!(pid = daemon.pid(), "started containerd");
-            (daemon.config().socket(), Some(daemon))
-        }
-    };
-    let containerd = runtime::Containerd::connect(&socket, runtime::NAMESPACE).await?;
-    let containerd_version = containerd.version().await?;
-    tracing::info!(version = %containerd_version, socket = %socket.display(), "containerd connected");
-
-    let client = cluster_client(&args.server, &token, &ca_pem)?;
-    let identity = logs::tls::serving_identity(
-        &args.data_dir.join("pki"),
-        &[node_name.clone(), host_ip.clone()],
-    )?;
-    let node_config = NodeConfig {
-        name: node_name.clone(),
-        host_ip: host_ip.clone(),
-        port: args.port,
-        serving_cert_sha256: identity.sha256.clone(),
-        max_pods: args.max_pods,
-        data_dir: args.data_dir.clone(),
-        containerd_version,
-    };
-    let registered = node::register(&client, &node_config).await?;
-    let pod_cidr = registered
-        .spec
-        .as_ref()
-        .and_then(|s| s.pod_cidr.clone())
-        .unwrap_or_default();
-    tracing::info!(node = %node_name, %pod_cidr, "node registered");
-
-    let subnet = PodSubnet::parse(&pod_cidr)?;
-    let network = NodeNetwork::new(subnet, Arc::new(Iproute2));
-    network.ensure().await?;
-    let pool = AddressPool::open(args.data_dir.join("ipam"), subnet)?;
-    let pods_run_dir = args.run_dir.join("pods");
-    let sandboxes = Sandboxes::new(
-        network,
-        pool,
-        args.netns_prefix.clone(),
-        pods_run_dir.clone(),
-    );
-
-    lb::mount_bpffs(&args.bpffs)?;
-    let mut datapath = lb::Datapath::load(&args.bpffs.join("capstan"))?;
-    let hierarchies = Hierarchies::detect()?;
-    let pods_cgroup = hierarchies.unified.join(&args.cgroup_root);
-    std::fs::create_dir_all(&pods_cgroup)
-        .with_context(|| format!("creating {}", pods_cgroup.display()))?;
-    datapath.attach(&pods_cgroup)?;
-    tracing::info!(cgroup = %pods_cgroup.display(), "service datapath attached");
-
-    let listener = tokio::net::TcpListener::bind((host_ip.parse::<IpAddr>()?, args.port))
-        .await
-        .with_context(|| format!("listening on {host_ip}:{}", args.port))?;
-    let tls = logs::tls::server_config(&identity, &ca_pem)?;
-    let server = tokio::spawn(logs::server::serve(
-        listener,
-        logs::server::app(args.pod_log_dir.clone(), containerd.clone()),
-        tls,
-    ));
-
-    let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let runtime = Arc::new(PodRuntime {
+    let config = AgentConfig {
+        server: args.server,
+        token,
+        ca_pem,
         node_name,
         host_ip,
-        images: Images::new(
-            containerd.clone(),
-            RegistryClient::new(args.insecure_registry.clone())?,
-        ),
-        containerd,
-        sandboxes,
-        client: client.clone(),
-        dirs: PodDirs {
-            run: pods_run_dir,
-            data: args.data_dir.join("pods"),
-            logs: args.pod_log_dir.clone(),
-        },
-        cgroup_root: args.cgroup_root.clone(),
-        cgroups: hierarchies.clone(),
+        containerd_socket: args.containerd_socket,
+        data_dir: args.data_dir,
+        run_dir: args.run_dir,
+        pod_log_dir: args.pod_log_dir,
+        cgroup_root: args.cgroup_root,
+        bpffs: args.bpffs,
+        netns_prefix: args.netns_prefix,
+        port: args.port,
+        max_pods: args.max_pods,
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain,
+        insecure_registry: args.insecure_registry,
         log_driver: std::env::current_exe().context("finding the agent's own binary")?,
-        dns: DnsSettings {
-            nameserver: args.cluster_dns,
-            cluster_domain: args.cluster_domain.clone(),
-            host_resolv_conf,
-        },
-    });
-    let heartbeat = tokio::spawn(node::heartbeat(client, node_config, registered));
-    let pods = tokio::spawn(pod::run_pods(runtime));
-
+    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-        result = pods => match result {
-            Ok(Ok(())) => tracing::warn!("the pod watch ended"),
-            Ok(Err(err)) => tracing::error!(%err, "running pods"),
-            Err(err) => tracing::error!(%err, "the pod manager failed"),
-        },
-    }
-    heartbeat.abort();
-    server.abort();
-    datapath.detach()?;
-    tracing::info!("stopped; pods keep running for the next agent to adopt");
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    service::run_until(config, stop).await?;
     Ok(())
-}
-
-/// A client of control's API with the node's token, trusting the cluster
-/// CA.
-fn cluster_client(server: &str, token: &str, ca_pem: &str) -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::new(server.parse().context("--server is not a URL")?);
-    let roots = rustls_pemfile::certs(&mut ca_pem.as_bytes())
-        .map(|cert| cert.map(|c| c.as_ref().to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .context("--ca-file is not a PEM certificate")?;
-    config.root_cert = Some(roots);
-    config.auth_info.token = Some(token.to_owned().into());
-    config.connect_timeout = Some(Duration::from_secs(10));
-    config.read_timeout = None;
-    Ok(kube::Client::try_from(config)?)
 }

@@ -1,6 +1,5 @@
-//! The agent's HTTPS server (the kubelet's port, 10250): container logs
-//! at the kubelet's path, for control to proxy `kubectl logs` to. Only
-//! clients with control's certificate get past the TLS handshake.
+//! The logs routes of the agent's HTTPS server: container logs at the
+//! kubelet's path, for control to proxy `kubectl logs` to.
 
 use std::{path::PathBuf, sync::Arc, time::SystemTime};
 
@@ -13,14 +12,7 @@ use axum::{
     routing::get,
 };
 use futures_util::StreamExt;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto::Builder,
-    service::TowerToHyperService,
-};
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::reader::{LogOptions, stream};
 use crate::{
@@ -34,10 +26,10 @@ struct LogState {
     containerd: Containerd,
 }
 
-/// The routes: logs, and a health check.
-pub fn app(logs: PathBuf, containerd: Containerd) -> Router {
+/// `/containerLogs/<namespace>/<pod>/<container>`, read from the pod log
+/// directory `logs`.
+pub fn routes(logs: PathBuf, containerd: Containerd) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -174,41 +166,6 @@ fn attempts(dir: &std::path::Path) -> Vec<u32> {
         .unwrap_or_default();
     found.sort_unstable();
     found
-}
-
-/// Serves `app` over TLS on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Router, tls: Arc<rustls::ServerConfig>) {
-    let acceptor = TlsAcceptor::from(tls);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(%err, "accepting a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        connections.spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(err) => {
-                    tracing::debug!(%err, %peer, "TLS handshake refused");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(err) = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%err, %peer, "connection ended with an error");
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,229 @@
+//! The agent assembled from an [`AgentConfig`], in the order its parts
+//! need each other: containerd, the node's registration, the pod network,
+//! the Service datapath, the HTTPS server with every module's routes, the
+//! heartbeat and the pod workers. main.rs parses flags into the config and
+//! calls [`run_until`]; tests can do the same without a command line.
+
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::{
+    cgroup::{CgroupError, Hierarchies},
+    lb::{self, DatapathError},
+    logs,
+    network::{AddressPool, Iproute2, NetworkError, NodeNetwork, PodSubnet, Sandboxes},
+    node::{self, NodeConfig, NodeError},
+    pod::{self, DnsSettings, Images, PodDirs, PodRuntime},
+    runtime::{self, ContainerdDaemon, DaemonConfig, RegistryClient, RegistryError, RuntimeError},
+    server::{self, tls::TlsError},
+};
+
+/// Everything the agent is told at start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// control's API, e.g. https://10.0.0.1:6443.
+    pub server: String,
+    /// The node's token.
+    pub token: String,
+    /// The cluster CA, PEM.
+    pub ca_pem: String,
+    pub node_name: String,
+    /// The address the node is reached at (and the server listens on).
+    pub host_ip: IpAddr,
+    /// An existing containerd's socket; None runs a private one.
+    pub containerd_socket: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub pod_log_dir: PathBuf,
+    /// The cgroup pods are placed under; Service translation applies to it.
+    pub cgroup_root: String,
+    /// A bpf filesystem mount for the datapath's pins.
+    pub bpffs: PathBuf,
+    pub netns_prefix: String,
+    /// The HTTPS server's port (10250).
+    pub port: u16,
+    pub max_pods: u32,
+    pub cluster_dns: Ipv4Addr,
+    pub cluster_domain: String,
+    /// Registries reached over plain HTTP.
+    pub insecure_registry: Vec<String>,
+    /// The binary containerd's shims run as each container's log driver.
+    pub log_driver: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("control's API client: {0}")]
+    Client(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `until` completes or the pod watch ends. Pods keep
+/// running after it returns, for the next agent to adopt.
+pub async fn run_until(
+    config: AgentConfig,
+    until: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let (socket, _own_containerd) = match &config.containerd_socket {
+        Some(socket) => (socket.clone(), None),
+        None => {
+            let daemon_config = DaemonConfig::new(
+                config.data_dir.join("containerd"),
+                config.run_dir.join("containerd"),
+            );
+            let command = daemon_config.command()?;
+            let daemon = ContainerdDaemon::spawn(daemon_config, command, Duration::from_secs(30))?;
+            tracing::info!(pid = daemon.pid(), "started containerd");
+            (daemon.config().socket(), Some(daemon))
+        }
+    };
+    let containerd = runtime::Containerd::connect(&socket, runtime::NAMESPACE).await?;
+    let containerd_version = containerd.version().await?;
+    tracing::info!(version = %containerd_version, socket = %socket.display(), "containerd connected");
+
+    let host_ip = config.host_ip.to_string();
+    let client = cluster_client(&config.server, &config.token, &config.ca_pem)?;
+    let identity = server::tls::serving_identity(
+        &config.data_dir.join("pki"),
+        &[config.node_name.clone(), host_ip.clone()],
+    )?;
+    let node_config = NodeConfig {
+        name: config.node_name.clone(),
+        host_ip: host_ip.clone(),
+        port: config.port,
+        serving_cert_sha256: identity.sha256.clone(),
+        max_pods: config.max_pods,
+        data_dir: config.data_dir.clone(),
+        containerd_version,
+    };
+    let registered = node::register(&client, &node_config).await?;
+    let pod_cidr = registered
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .unwrap_or_default();
+    tracing::info!(node = %config.node_name, %pod_cidr, "node registered");
+
+    let subnet = PodSubnet::parse(&pod_cidr)?;
+    let network = NodeNetwork::new(subnet, Arc::new(Iproute2));
+    network.ensure().await?;
+    let pool = AddressPool::open(config.data_dir.join("ipam"), subnet)?;
+    let pods_run_dir = config.run_dir.join("pods");
+    let sandboxes = Sandboxes::new(
+        network,
+        pool,
+        config.netns_prefix.clone(),
+        pods_run_dir.clone(),
+    );
+
+    lb::mount_bpffs(&config.bpffs)?;
+    let mut datapath = lb::Datapath::load(&config.bpffs.join("capstan"))?;
+    let hierarchies = Hierarchies::detect()?;
+    let pods_cgroup = hierarchies.unified.join(&config.cgroup_root);
+    std::fs::create_dir_all(&pods_cgroup).map_err(|source| ServiceError::Io {
+        what: format!("creating {}", pods_cgroup.display()),
+        source,
+    })?;
+    datapath.attach(&pods_cgroup)?;
+    tracing::info!(cgroup = %pods_cgroup.display(), "service datapath attached");
+
+    let listener = tokio::net::TcpListener::bind((config.host_ip, config.port))
+        .await
+        .map_err(|source| ServiceError::Io {
+            what: format!("listening on {host_ip}:{}", config.port),
+            source,
+        })?;
+    let tls = server::tls::server_config(&identity, &config.ca_pem)?;
+    let routes = [logs::routes::routes(
+        config.pod_log_dir.clone(),
+        containerd.clone(),
+    )];
+    let server = tokio::spawn(server::serve(listener, server::app(routes), tls));
+
+    let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let runtime = Arc::new(PodRuntime {
+        node_name: config.node_name.clone(),
+        host_ip,
+        images: Images::new(
+            containerd.clone(),
+            RegistryClient::new(config.insecure_registry.clone())?,
+        ),
+        containerd,
+        sandboxes,
+        client: client.clone(),
+        dirs: PodDirs {
+            run: pods_run_dir,
+            data: config.data_dir.join("pods"),
+            logs: config.pod_log_dir.clone(),
+        },
+        cgroup_root: config.cgroup_root.clone(),
+        cgroups: hierarchies.clone(),
+        log_driver: config.log_driver.clone(),
+        dns: DnsSettings {
+            nameserver: config.cluster_dns,
+            cluster_domain: config.cluster_domain.clone(),
+            host_resolv_conf,
+        },
+    });
+    let heartbeat = tokio::spawn(node::heartbeat(client, node_config, registered));
+    let pods = tokio::spawn(pod::run_pods(runtime));
+
+    tokio::select! {
+        () = until => {}
+        result = pods => match result {
+            Ok(Ok(())) => tracing::warn!("the pod watch ended"),
+            Ok(Err(err)) => tracing::error!(%err, "running pods"),
+            Err(err) => tracing::error!(%err, "the pod manager failed"),
+        },
+    }
+    heartbeat.abort();
+    server.abort();
+    datapath.detach()?;
+    tracing::info!("stopped; pods keep running for the next agent to adopt");
+    Ok(())
+}
+
+/// A client of control's API with the node's token, trusting the cluster
+/// CA.
+fn cluster_client(server: &str, token: &str, ca_pem: &str) -> Result<kube::Client, ServiceError> {
+    let url = server.parse().map_err(|err| {
+        ServiceError::Client(format!("the server {server:?} is not a URL: {err}"))
+    })?;
+    let mut config = kube::Config::new(url);
+    let roots = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .map(|cert| cert.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ServiceError::Io {
+            what: "reading the cluster CA (not a PEM certificate)".into(),
+            source,
+        })?;
+    config.root_cert = Some(roots);
+    config.auth_info.token = Some(token.to_owned().into());
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = None;
+    kube::Client::try_from(config).map_err(|err| ServiceError::Client(err.to_string()))
+}
