@@ -1,6 +1,8 @@
 //! cgroup hierarchies as this host mounts them: pure v2 at /sys/fs/cgroup,
 //! or hybrid (v1 controllers plus v2 at /sys/fs/cgroup/unified). A cgroup
-//! path such as `/capstan/pod1` exists once per hierarchy.
+//! path such as `/capstan/pod1` exists once per hierarchy. Also what the
+//! agent reads of a cgroup: its processes, and whether the OOM killer
+//! struck in it.
 
 use std::{
     fs, io,
@@ -127,6 +129,25 @@ fn remove_dir_tree(dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
+impl Hierarchies {
+    /// Whether `cgroup` counted an OOM kill in any hierarchy (its
+    /// directories last until the task is deleted): `oom_kill` in v2's
+    /// memory.events, or in v1's memory.oom_control.
+    pub fn oom_killed(&self, cgroup: &str) -> bool {
+        self.dirs(cgroup).iter().any(|dir| {
+            ["memory.events", "memory.oom_control"].iter().any(|file| {
+                fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+                    text.lines().any(|line| {
+                        line.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+                })
+            })
+        })
+    }
+}
+
 /// Processes directly in the cgroup at `dir`.
 pub fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     let path = dir.join("cgroup.procs");
@@ -173,6 +194,38 @@ mod tests {
         let found = Hierarchies::from_mountinfo(PURE_V2).unwrap();
         assert_eq!(found.unified, PathBuf::from("/sys/fs/cgroup"));
         assert!(found.v1.is_empty());
+    }
+
+    #[test]
+    fn an_oom_kill_is_read_from_v2_or_v1_counters() {
+        let root = tempfile::tempdir().unwrap();
+        let hierarchies = Hierarchies {
+            unified: root.path().join("unified"),
+            v1: vec![root.path().join("memory")],
+        };
+        let write = |dir: &str, file: &str, text: &str| {
+            let dir = root.path().join(dir);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(file), text).unwrap();
+        };
+        write(
+            "unified/pod/a",
+            "memory.events",
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        );
+        assert!(
+            !hierarchies.oom_killed("/pod/a"),
+            "an OOM event that killed nothing"
+        );
+        write("unified/pod/b", "memory.events", "oom 1\noom_kill 1\n");
+        assert!(hierarchies.oom_killed("/pod/b"));
+        write(
+            "memory/pod/c",
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        assert!(hierarchies.oom_killed("/pod/c"), "v1's counter");
+        assert!(!hierarchies.oom_killed("/pod/missing"));
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Worker {
         let mut watch = Vec::new();
         let pod_cgroup = self.rt.pod_cgroup(&self.uid);
         let cgroups = self.rt.cgroups.clone();
-        let oom = |id: &str| oom_in(&cgroups, &format!("{pod_cgroup}/{id}"));
+        let oom = |id: &str| cgroups.oom_killed(&format!("{pod_cgroup}/{id}"));
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             let Some(containers) = by_name.remove(&slot.name) else {
                 continue;
@@ -711,10 +711,9 @@ impl Worker {
 
     /// Whether the kernel's OOM killer struck in the container's cgroup.
     fn oom_killed(&self, container_id: &str) -> bool {
-        oom_in(
-            &self.rt.cgroups,
-            &format!("{}/{container_id}", self.rt.pod_cgroup(&self.uid)),
-        )
+        self.rt
+            .cgroups
+            .oom_killed(&format!("{}/{container_id}", self.rt.pod_cgroup(&self.uid)))
     }
 
     async fn write_status(&mut self) {
@@ -831,22 +830,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Whether `cgroup` counted an OOM kill (its directories last until the
-/// task is deleted): memory.events in v2, memory.oom_control in v1.
-fn oom_in(cgroups: &crate::cgroup::Hierarchies, cgroup: &str) -> bool {
-    cgroups.dirs(cgroup).iter().any(|dir| {
-        ["memory.events", "memory.oom_control"].iter().any(|file| {
-            std::fs::read_to_string(dir.join(file)).is_ok_and(|text| {
-                text.lines().any(|line| {
-                    line.strip_prefix("oom_kill ")
-                        .and_then(|n| n.trim().parse::<u64>().ok())
-                        .is_some_and(|n| n > 0)
-                })
-            })
-        })
-    })
 }
 
 fn reason_for(code: u32, oom: bool) -> &'static str {
