@@ -80,6 +80,23 @@ impl Hierarchies {
             .collect()
     }
 
+    /// Whether `cgroup` counted an OOM kill in any hierarchy (its
+    /// directories last until the task is deleted): `oom_kill` in v2's
+    /// memory.events, or in v1's memory.oom_control.
+    pub fn oom_killed(&self, cgroup: &str) -> bool {
+        self.dirs(cgroup).iter().any(|dir| {
+            ["memory.events", "memory.oom_control"].iter().any(|file| {
+                fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+                    text.lines().any(|line| {
+                        line.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+                })
+            })
+        })
+    }
+
     /// Kills every process left in `cgroup` and its descendants, in every
     /// hierarchy, then removes the directories. Missing ones are skipped.
     pub fn remove_tree(&self, cgroup: &str) -> Result<(), CgroupError> {
@@ -126,25 +143,6 @@ fn remove_dir_tree(dir: &Path) -> Result<(), CgroupError> {
             source: err,
         }),
         _ => Ok(()),
-    }
-}
-
-impl Hierarchies {
-    /// Whether `cgroup` counted an OOM kill in any hierarchy (its
-    /// directories last until the task is deleted): `oom_kill` in v2's
-    /// memory.events, or in v1's memory.oom_control.
-    pub fn oom_killed(&self, cgroup: &str) -> bool {
-        self.dirs(cgroup).iter().any(|dir| {
-            ["memory.events", "memory.oom_control"].iter().any(|file| {
-                fs::read_to_string(dir.join(file)).is_ok_and(|text| {
-                    text.lines().any(|line| {
-                        line.strip_prefix("oom_kill ")
-                            .and_then(|n| n.trim().parse::<u64>().ok())
-                            .is_some_and(|n| n > 0)
-                    })
-                })
-            })
-        })
     }
 }
 

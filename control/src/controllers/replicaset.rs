@@ -305,20 +305,14 @@ impl ReplicaSetController {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let at = ObjectRef::<PodObject>::of(&pod.metadata);
             calls.spawn(async move {
-                match api.delete(&at, &DeleteOptions::default()).await {
-                    Ok(Some(())) => Ok(name),
-                    Ok(None) => Err(LocalApiError {
-                        code: 404,
-                        message: format!("pod {name} is gone"),
-                    }),
-                    Err(err) => Err(err),
-                }
+                let deleted = api.delete(&at, &DeleteOptions::default()).await;
+                deleted.map(|found| found.map(|()| name))
             });
         }
         let mut failure = None;
         while let Some(result) = calls.join_next().await {
             match result {
-                Ok(Ok(name)) => {
+                Ok(Ok(Some(name))) => {
                     self.event(
                         rs,
                         "Normal",
@@ -326,7 +320,8 @@ impl ReplicaSetController {
                         &format!("Deleted pod: {name}"),
                     );
                 }
-                Ok(Err(err)) if err.code == 404 => self.expectations.settle(key, 0, 1),
+                // Gone already: its deletion may have been seen before.
+                Ok(Ok(None)) => self.expectations.settle(key, 0, 1),
                 Ok(Err(err)) => {
                     self.expectations.settle(key, 0, 1);
                     failure = Some(err);
