@@ -1,7 +1,6 @@
 //! The capstan agent binary: flags and logging; service.rs assembles the
-//! node's long-lived parts. Run by containerd's shim as
-//! `capstan-agent --log-to <file>`, it is instead the log driver of one
-//! container.
+//! node's long-lived parts. Run as `capstan-agent --log-collector <dir>`
+//! (the agent starts it so), it is instead the node's log collector.
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -73,9 +72,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 3 && argv[1] == "--log-to" {
-        return logs::driver::run(std::path::Path::new(&argv[2]))
-            .with_context(|| format!("writing logs to {}", argv[2].to_string_lossy()));
+    if argv.len() == 3 && argv[1] == "--log-collector" {
+        return logs::collector::run(std::path::Path::new(&argv[2]))
+            .with_context(|| format!("collecting logs in {}", argv[2].to_string_lossy()));
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,7 +127,7 @@ async fn run() -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain,
         insecure_registry: args.insecure_registry,
-        log_driver: std::env::current_exe().context("finding the agent's own binary")?,
+        agent_program: std::env::current_exe().context("finding the agent's own binary")?,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {

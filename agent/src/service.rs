@@ -1,7 +1,8 @@
 //! The agent assembled from an [`AgentConfig`], in the order its parts
 //! need each other: containerd, the node's registration, the pod network,
 //! the Service datapath, the HTTPS server with every module's routes, the
-//! heartbeat and the pod workers. main.rs parses flags into the config and
+//! heartbeat and the pod workers (with the node's log collector, started
+//! on demand). main.rs parses flags into the config and
 //! calls [`run_until`]; tests can do the same without a command line.
 
 use std::{
@@ -52,8 +53,8 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// Registries reached over plain HTTP.
     pub insecure_registry: Vec<String>,
-    /// The binary containerd's shims run as each container's log driver.
-    pub log_driver: PathBuf,
+    /// The agent's own binary, which runs the node's log collector.
+    pub agent_program: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,11 @@ pub async fn run_until(
         },
         cgroup_root: config.cgroup_root.clone(),
         cgroups: hierarchies.clone(),
-        log_driver: config.log_driver.clone(),
+        logs: Arc::new(logs::Collector::new(
+            config.run_dir.join("log-collector"),
+            config.agent_program.clone(),
+            Some(pods_cgroup.join("log-collector")),
+        )),
         dns: DnsSettings {
             nameserver: config.cluster_dns,
             cluster_domain: config.cluster_domain.clone(),

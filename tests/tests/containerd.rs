@@ -38,6 +38,14 @@ fn config(net: &TestNet, name: &str, command: &[&str]) -> ContainerConfig {
     }
 }
 
+/// The file a container made by [`config`] logs to.
+fn log_file(config: &ContainerConfig) -> &std::path::Path {
+    match &config.log {
+        LogDestination::File(path) => path,
+        other => panic!("not a file: {other:?}"),
+    }
+}
+
 /// `ctr` against a test host's containerd: an independent view of its state.
 fn ctr(host: &TestHost, args: &[&str]) -> String {
     let output = Command::new("ctr")
@@ -80,7 +88,7 @@ async fn runs_a_container_from_our_image_and_reads_its_output() {
     let exit = containerd.wait(&echo.id).await.unwrap();
     assert_eq!(exit.code, 0);
     assert_eq!(
-        logged(echo.log.path(), "hello from echo as 0 in /\n"),
+        logged(log_file(&echo), "hello from echo as 0 in /\n"),
         "hello from echo as 0 in /\n"
     );
 
@@ -95,7 +103,7 @@ async fn runs_a_container_from_our_image_and_reads_its_output() {
     );
     containerd.start_container(&failing, &image).await.unwrap();
     assert_eq!(containerd.wait(&failing.id).await.unwrap().code, 3);
-    assert_eq!(logged(failing.log.path(), "oops\n"), "oops\n");
+    assert_eq!(logged(log_file(&failing), "oops\n"), "oops\n");
 
     let listed = ctr(host, &["containers", "ls", "-q"]);
     assert!(
@@ -178,7 +186,7 @@ async fn a_container_in_our_network_namespace_is_reachable_from_another_host() {
         stopping.elapsed() < Duration::from_secs(5),
         "SIGTERM was not delivered"
     );
-    let log = logged_when(web.log.path(), |text| text.ends_with("SIGTERM: exiting\n"));
+    let log = logged_when(log_file(&web), |text| text.ends_with("SIGTERM: exiting\n"));
     assert!(log.ends_with("SIGTERM: exiting\n"), "{log}");
     containerd.remove_container(&web.id).await.unwrap();
     let after = net

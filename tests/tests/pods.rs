@@ -600,8 +600,18 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
                 ))
                 .await?;
         }
+        // Writes far more than a pipe holds, after the agent is gone: the
+        // node's log collector, not the agent, must take it in.
+        cluster
+            .apply(&shell_pod(
+                "chatty",
+                "Always",
+                "sleep 4; seq 1 100000; echo finished; sleep 3600",
+                "terminationGracePeriodSeconds: 0",
+            ))
+            .await?;
         let mut before = std::collections::HashMap::new();
-        for name in ["steady", "doomed", "vanished"] {
+        for name in ["steady", "doomed", "vanished", "chatty"] {
             let pod = cluster
                 .wait_pod("default", name, Duration::from_secs(30), "running", running)
                 .await?;
@@ -619,6 +629,23 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
             .await?;
         cluster
             .kubectl(&["delete", "pod", "vanished", "--grace-period=0", "--force"])
+            .await?;
+        let chatty_log = cluster.agents[0]
+            .pod_log_dir()
+            .join(format!(
+                "default_chatty_{}",
+                before["chatty"].metadata.uid.as_deref().unwrap()
+            ))
+            .join("c/0.log");
+        cluster
+            .eventually(
+                Duration::from_secs(30),
+                "chatty's output logged while the agent is down",
+                || async {
+                    let text = std::fs::read_to_string(&chatty_log).ok()?;
+                    text.ends_with(" stdout F finished\n").then_some(())
+                },
+            )
             .await?;
         cluster.start_agent(1)?;
 
@@ -686,6 +713,10 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
             .await?;
         assert_eq!(all.len(), 1, "nothing duplicated: {all:?}");
         assert_eq!(cluster.kubectl(&["logs", "steady"]).await?, "up\n");
+        let chatty = cluster.kubectl(&["logs", "chatty"]).await?;
+        let mut expected: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+        expected.push_str("finished\n");
+        assert!(chatty == expected, "chatty's log has {} bytes", chatty.len());
         Ok(())
     });
 }

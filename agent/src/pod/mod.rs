@@ -21,7 +21,7 @@ pub use images::Images;
 pub use manager::run_pods;
 pub use translate::{log_path, pod_log_dir};
 
-use crate::{cgroup::Hierarchies, network::Sandboxes, runtime::Containerd};
+use crate::{cgroup::Hierarchies, logs::ContainerLogs, network::Sandboxes, runtime::Containerd};
 
 /// Where the agent keeps each pod's things.
 #[derive(Debug, Clone)]
@@ -48,8 +48,8 @@ pub struct PodRuntime {
     pub cgroup_root: String,
     /// The cgroup hierarchies (v2, and v1 ones on a hybrid host).
     pub cgroups: Hierarchies,
-    /// The program containerd's shim runs to write container logs.
-    pub log_driver: PathBuf,
+    /// Where containers' stdout and stderr go.
+    pub logs: Arc<dyn ContainerLogs>,
     pub dns: DnsSettings,
 }
 

@@ -40,20 +40,13 @@ pub struct PodContext<'a> {
     /// Where hosts, resolv.conf and hostname are.
     pub files_dir: &'a Path,
     pub volumes: &'a VolumePaths,
-    /// The pod's log directory, /var/log/pods/<ns>_<name>_<uid>.
-    pub log_dir: &'a Path,
-    /// The program containerd's shim runs to write logs.
-    pub log_driver: &'a Path,
+    /// Where the container's stdout and stderr go.
+    pub log: &'a LogDestination,
 }
 
 impl PodContext<'_> {
     fn uid(&self) -> &str {
         self.pod.metadata.uid.as_deref().unwrap_or_default()
-    }
-
-    /// The log file of `container`'s attempt `attempt`.
-    pub fn log_path(&self, container: &str, attempt: u32) -> PathBuf {
-        log_path(self.log_dir, container, attempt)
     }
 }
 
@@ -109,10 +102,7 @@ pub fn container_config(
             uts: Some(ctx.sandbox.namespaces.uts.clone()),
         },
         cgroups_path: format!("{}/{id}", ctx.cgroup_parent),
-        log: LogDestination::Driver {
-            program: ctx.log_driver.to_owned(),
-            path: ctx.log_path(&container.name, attempt),
-        },
+        log: ctx.log.clone(),
         labels: container_labels(
             ctx.node,
             ctx.pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -399,8 +389,10 @@ mod tests {
             cgroup_parent: "/capstan/podu-1",
             files_dir: Path::new("/run/pods/u-1"),
             volumes: &volumes,
-            log_dir: Path::new("/var/log/pods/shop_web_u-1"),
-            log_driver: Path::new("/usr/bin/capstan-agent"),
+            log: &LogDestination::Pipes {
+                stdout: "/run/logs/c/stdout".into(),
+                stderr: "/run/logs/c/stderr".into(),
+            },
         };
         let container = &pod.spec.as_ref().unwrap().containers[0];
         let config = container_config(&ctx, container, false, 3).unwrap();
@@ -420,8 +412,9 @@ mod tests {
             config.cgroups_path,
             format!("/capstan/podu-1/{}", config.id)
         );
+        assert_eq!(&config.log, ctx.log);
         assert_eq!(
-            config.log.path(),
+            log_path(Path::new("/var/log/pods/shop_web_u-1"), "app", 3),
             Path::new("/var/log/pods/shop_web_u-1/app/3.log")
         );
         assert_eq!(config.labels[super::super::labels::ATTEMPT], "3");

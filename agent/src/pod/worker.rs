@@ -509,7 +509,23 @@ impl Worker {
         };
         let attempt = self.slot_mut(kind, index).attempts;
         let cgroup_parent = self.rt.pod_cgroup(&self.uid);
-        let log_dir = pod_log_dir(&self.rt.dirs.logs, &self.pod);
+        let identity = super::labels::ContainerIdentity {
+            pod_uid: self.uid.clone(),
+            name: container.name.clone(),
+            attempt,
+        };
+        let log_file = log_path(
+            &pod_log_dir(&self.rt.dirs.logs, &self.pod),
+            &container.name,
+            attempt,
+        );
+        let log = match self.rt.logs.open(&identity.container_id(), &log_file).await {
+            Ok(log) => log,
+            Err(err) => {
+                self.creation_failed(kind, index, "CreateContainerError", err.to_string());
+                return;
+            }
+        };
         let files_dir = self.files_dir();
         let config = {
             let ctx = PodContext {
@@ -520,8 +536,7 @@ impl Worker {
                 cgroup_parent: &cgroup_parent,
                 files_dir: &files_dir,
                 volumes: &volumes,
-                log_dir: &log_dir,
-                log_driver: &self.rt.log_driver,
+                log: &log,
             };
             container_config(&ctx, &container, kind == Kind::Init, attempt)
         };

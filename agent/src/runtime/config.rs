@@ -43,9 +43,9 @@ pub struct SharedNamespaces {
 pub enum LogDestination {
     /// Both streams appended to this file as they are.
     File(PathBuf),
-    /// containerd's shim runs `program --log-to <path>` with the streams on
-    /// descriptors 3 and 4 (containerd's `binary://` logging).
-    Driver { program: PathBuf, path: PathBuf },
+    /// Named pipes, opened for reading by someone before the task is
+    /// created (the node's log collector).
+    Pipes { stdout: PathBuf, stderr: PathBuf },
 }
 
 impl Default for LogDestination {
@@ -55,36 +55,19 @@ impl Default for LogDestination {
 }
 
 impl LogDestination {
-    /// The stdio URI containerd's shim takes for both streams.
-    pub fn uri(&self) -> String {
+    /// The stdout and stderr containerd's shim takes: a `file://` URI, or
+    /// a bare path (a named pipe).
+    pub fn stdio(&self) -> (String, String) {
         match self {
-            Self::File(path) => format!("file://{}", path.display()),
-            Self::Driver { program, path } => format!(
-                "binary://{}?--log-to={}",
-                program.display(),
-                percent_encode(&path.display().to_string())
-            ),
-        }
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        match self {
-            Self::File(path) | Self::Driver { path, .. } => path,
-        }
-    }
-}
-
-/// Encodes what a URI query value cannot hold as it is.
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                char::from(b).to_string()
+            Self::File(path) => {
+                let uri = format!("file://{}", path.display());
+                (uri.clone(), uri)
             }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+            Self::Pipes { stdout, stderr } => {
+                (stdout.display().to_string(), stderr.display().to_string())
+            }
+        }
+    }
 }
 
 /// A mount into the container.

@@ -51,7 +51,9 @@ impl Containerd {
         config: &ContainerConfig,
         image: &ImportedImage,
     ) -> Result<StartedContainer, RuntimeError> {
-        if let Some(dir) = config.log.path().parent() {
+        if let super::LogDestination::File(path) = &config.log
+            && let Some(dir) = path.parent()
+        {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
                 action: "creating log directory",
                 path: dir.to_owned(),
@@ -77,7 +79,7 @@ impl Containerd {
         self.end_lease(lease).await?;
         let rootfs = created?;
 
-        let log = config.log.uri();
+        let (stdout, stderr) = config.log.stdio();
         let tasks = self.client().tasks();
         tasks
             .clone()
@@ -85,8 +87,8 @@ impl Containerd {
                 CreateTaskRequest {
                     container_id: config.id.clone(),
                     rootfs,
-                    stdout: log.clone(),
-                    stderr: log,
+                    stdout,
+                    stderr,
                     ..Default::default()
                 },
                 None,

@@ -3,13 +3,16 @@
 //! the same run (the floor: no API, no status, no pod network).
 //!
 //! - capstan: from the create call to Running as a watch sees it, for 1
-//!   pod at a time (20 times), then 10 and 50 pods created at once;
+//!   pod at a time (20 times), then 10, 50 and 100 pods created at once;
 //! - floor: `ctr run -d` wall time, 20 times one at a time, then 50 at once;
-//! - the agent's resident memory idle and with 50 pods running, and that of
-//!   one container's log driver (a process of its own beside the shim).
+//! - the agent's resident memory idle and with 50 pods running, and the
+//!   node overhead with 100 containers running: the resident memory of
+//!   everything capstan runs on the node besides containerd and its shims
+//!   (the agent and its log collector).
 
 use std::{
     collections::HashMap,
+    os::unix::ffi::OsStrExt,
     process::Command,
     time::{Duration, Instant},
 };
@@ -26,7 +29,7 @@ use super::{millis, percentile};
 use crate::{TestNet, artifacts::BUSYBOX_IMAGE, cluster::TestCluster};
 
 const SINGLE_RUNS: usize = 20;
-const BATCHES: [usize; 2] = [10, 50];
+const BATCHES: [usize; 3] = [10, 50, 100];
 
 /// Latencies of one round, in the order pods were created.
 type Latencies = Vec<Duration>;
@@ -182,9 +185,9 @@ fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// RSS of one log driver: a process running the agent binary with
-/// `--log-to`.
-fn log_driver_rss_mb() -> Option<f64> {
+/// The node's log collector: the agent binary run with `--log-collector`
+/// in the directory under `run_dir`.
+fn collector_pid(run_dir: &std::path::Path) -> Option<u32> {
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -192,9 +195,9 @@ fn log_driver_rss_mb() -> Option<f64> {
             let pid: u32 = entry.file_name().to_string_lossy().parse().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            (args.get(1) == Some(&b"--log-to".as_slice()))
-                .then(|| rss_mb(pid).ok())
-                .flatten()
+            let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(args.get(2)?));
+            (args.get(1) == Some(&b"--log-collector".as_slice()) && dir.starts_with(run_dir))
+                .then_some(pid)
         })
 }
 
@@ -222,14 +225,20 @@ async fn measure(cluster: &mut TestCluster) -> anyhow::Result<String> {
     }
     let mut batches = Vec::new();
     let mut rss_50 = 0.0;
-    let mut driver_rss = 0.0;
+    let (mut agent_100, mut collector_100) = (0.0, 0.0);
+    let run_dir = cluster.net.host(1).run_dir("agent")?;
     for size in BATCHES {
         let names: Vec<String> = (0..size).map(|i| format!("batch{size}-{i}")).collect();
         let latencies = start_pods(&api, &names).await?;
         if size == 50 {
             tokio::time::sleep(Duration::from_secs(2)).await;
             rss_50 = rss_mb(agent_pid)?;
-            driver_rss = log_driver_rss_mb().unwrap_or(f64::NAN);
+        }
+        if size == 100 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            agent_100 = rss_mb(agent_pid)?;
+            let collector = collector_pid(&run_dir).context("no log collector is running")?;
+            collector_100 = rss_mb(collector)?;
         }
         batches.push((size, latencies));
         delete_pods(cluster, &api).await?;
@@ -253,11 +262,13 @@ async fn measure(cluster: &mut TestCluster) -> anyhow::Result<String> {
         }
     }
     println!("ctr run -d, 50 at once: p99 {floor_p99_50:.0} ms");
+    let overhead_100 = agent_100 + collector_100;
+    println!("agent RSS: idle {rss_idle:.1} MB, with 50 pods {rss_50:.1} MB");
     println!(
-        "agent RSS: idle {rss_idle:.1} MB, with 50 pods {rss_50:.1} MB; one log driver {driver_rss:.1} MB"
+        "with 100 containers: agent {agent_100:.1} MB + log collector {collector_100:.1} MB = node overhead {overhead_100:.1} MB"
     );
     Ok(format!(
-        "bench pod-start: p50_ms_1={p50_1:.0} p99_ms_1={p99_1:.0} p99_ms_50={p99_50:.0} floor_ms={floor_1:.0} floor_ms_50={floor_p99_50:.0} ratio_1={:.2} ratio_50={:.2} agent_rss_idle_mb={rss_idle:.1} agent_rss_50_mb={rss_50:.1} log_driver_rss_mb={driver_rss:.1}",
+        "bench pod-start: p50_ms_1={p50_1:.0} p99_ms_1={p99_1:.0} p99_ms_50={p99_50:.0} floor_ms={floor_1:.0} floor_ms_50={floor_p99_50:.0} ratio_1={:.2} ratio_50={:.2} agent_rss_idle_mb={rss_idle:.1} agent_rss_50_mb={rss_50:.1} node_overhead_100_mb={overhead_100:.1}",
         p99_1 / floor_1,
         p99_50 / floor_p99_50,
     ))
