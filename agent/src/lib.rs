@@ -3,6 +3,7 @@
 //! exports container metrics. service.rs assembles these; the binary in
 //! main.rs parses its flags.
 
+pub mod cache;
 pub mod cgroup;
 pub mod lb;
 pub mod logs;

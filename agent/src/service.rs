@@ -1,9 +1,10 @@
 //! The agent assembled from an [`AgentConfig`], in the order its parts
 //! need each other: containerd, the node's registration, the pod network,
 //! the Service datapath, the HTTPS server with every module's routes, the
-//! heartbeat and the pod workers (with the node's log collector, started
-//! on demand). main.rs parses flags into the config and
-//! calls [`run_until`]; tests can do the same without a command line.
+//! cluster cache (the agent's one watch of each kind), the heartbeat and
+//! the pod workers (with the node's log collector, started on demand).
+//! main.rs parses flags into the config and calls [`run_until`]; tests can
+//! do the same without a command line.
 
 use std::{
     future::Future,
@@ -14,6 +15,7 @@ use std::{
 };
 
 use crate::{
+    cache::ClusterCache,
     cgroup::{CgroupError, Hierarchies},
     lb::{self, DatapathError},
     logs,
@@ -194,8 +196,10 @@ pub async fn run_until(
             host_resolv_conf,
         },
     });
+    let mut watches = tokio::task::JoinSet::new();
+    let cache = ClusterCache::start(&client, &config.node_name, &mut watches);
     let heartbeat = tokio::spawn(node::heartbeat(client, node_config, registered));
-    let pods = tokio::spawn(pod::run_pods(runtime));
+    let pods = tokio::spawn(pod::run_pods(runtime, Arc::clone(&cache.pods)));
 
     tokio::select! {
         () = until => {}
@@ -207,6 +211,7 @@ pub async fn run_until(
     }
     heartbeat.abort();
     server.abort();
+    watches.abort_all();
     datapath.detach()?;
     tracing::info!("stopped; pods keep running for the next agent to adopt");
     Ok(())

@@ -716,7 +716,11 @@ fn a_restarted_agent_adopts_running_pods_and_removes_deleted_ones() {
         let chatty = cluster.kubectl(&["logs", "chatty"]).await?;
         let mut expected: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
         expected.push_str("finished\n");
-        assert!(chatty == expected, "chatty's log has {} bytes", chatty.len());
+        assert!(
+            chatty == expected,
+            "chatty's log has {} bytes",
+            chatty.len()
+        );
         Ok(())
     });
 }

@@ -1,18 +1,13 @@
-//! The pods bound to this node, watched from control: a worker per pod,
-//! fed every change; after the first full list, whatever the node holds
-//! for pods the API does not know is removed.
+//! The pods bound to this node, as the agent's cluster cache holds them:
+//! a worker per pod, fed every change; after the first full list,
+//! whatever the node holds for pods the API does not know is removed.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    runtime::{WatchStreamExt, watcher},
-};
 use tokio::{sync::watch, task::JoinSet};
 
 use super::{
@@ -20,22 +15,40 @@ use super::{
     adopt::{self, Adopted},
     worker::Worker,
 };
-use crate::runtime::RuntimeError;
+use crate::{
+    cache::{Notice, ObjectKey, Watched},
+    runtime::RuntimeError,
+};
 
 struct Workers {
     rt: Arc<PodRuntime>,
     senders: HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
+    /// The uid of the pod each worker runs, by the pod's key: a pod made
+    /// again under the same name is another pod.
+    uids: HashMap<ObjectKey, String>,
     tasks: JoinSet<String>,
     /// Containers found at start, handed to their pod's worker.
     adopted: HashMap<String, Vec<Adopted>>,
 }
 
 impl Workers {
-    fn apply(&mut self, pod: Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            return;
-        };
-        let pod = Arc::new(pod);
+    /// The pod at `key` is now `pod` (None: gone).
+    fn changed(&mut self, key: ObjectKey, pod: Option<Arc<Pod>>) {
+        let uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        if let Some(old) = self.uids.get(&key)
+            && Some(old) != uid.as_ref()
+        {
+            let old = old.clone();
+            self.gone(&old);
+            self.uids.remove(&key);
+        }
+        if let (Some(pod), Some(uid)) = (pod, uid) {
+            self.uids.insert(key, uid.clone());
+            self.apply(uid, pod);
+        }
+    }
+
+    fn apply(&mut self, uid: String, pod: Arc<Pod>) {
         if let Some(sender) = self.senders.get(&uid) {
             sender.send_replace(Some(pod));
             return;
@@ -57,62 +70,39 @@ impl Workers {
     }
 }
 
-/// Runs the node's pods until the watch ends (it retries on its own, so in
-/// practice until the agent stops).
-pub async fn run_pods(rt: Arc<PodRuntime>) -> Result<(), RuntimeError> {
+/// Runs the node's pods as `pods` (the cache of the pods bound here)
+/// changes, until the cache is dropped.
+pub async fn run_pods(rt: Arc<PodRuntime>, pods: Arc<Watched<Pod>>) -> Result<(), RuntimeError> {
     let adopted = adopt::collect(&rt).await?;
     if !adopted.is_empty() {
         tracing::info!(pods = adopted.len(), "found containers of a previous agent");
     }
-    let api: Api<Pod> = Api::all(rt.client.clone());
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", rt.node_name));
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut notices = pods.subscribe();
     let mut workers = Workers {
         rt: Arc::clone(&rt),
         senders: HashMap::new(),
+        uids: HashMap::new(),
         tasks: JoinSet::new(),
         adopted,
     };
-    let mut listing: Option<HashSet<String>> = None;
     let mut listed_once = false;
     loop {
         tokio::select! {
-            event = events.next() => {
-                let Some(event) = event else { return Ok(()) };
-                match event {
-                    Ok(watcher::Event::Init) => listing = Some(HashSet::new()),
-                    Ok(watcher::Event::InitApply(pod)) => {
-                        if let (Some(seen), Some(uid)) = (listing.as_mut(), &pod.metadata.uid) {
-                            seen.insert(uid.clone());
-                        }
-                        workers.apply(pod);
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let seen = listing.take().unwrap_or_default();
-                        let vanished: Vec<String> = workers
-                            .senders
-                            .keys()
-                            .filter(|uid| !seen.contains(*uid))
-                            .cloned()
-                            .collect();
-                        for uid in vanished {
-                            workers.gone(&uid);
-                        }
-                        if !listed_once {
-                            listed_once = true;
-                            let orphans = std::mem::take(&mut workers.adopted);
-                            adopt::remove_orphans(&rt, orphans, &seen).await;
-                        }
-                    }
-                    Ok(watcher::Event::Apply(pod)) => workers.apply(pod),
-                    Ok(watcher::Event::Delete(pod)) => {
-                        if let Some(uid) = &pod.metadata.uid {
-                            workers.gone(uid);
-                        }
-                    }
-                    Err(err) => tracing::warn!(%err, "watching this node's pods"),
+            notice = notices.recv() => match notice {
+                None => return Ok(()),
+                Some(Notice::Changed(key)) => {
+                    let pod = pods.get(&key);
+                    workers.changed(key, pod);
                 }
-            }
+                Some(Notice::Synced) if !listed_once => {
+                    listed_once = true;
+                    let known: HashSet<String> =
+                        pods.list().iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                    let orphans = std::mem::take(&mut workers.adopted);
+                    adopt::remove_orphans(&rt, orphans, &known).await;
+                }
+                Some(Notice::Synced) => {}
+            },
             Some(done) = workers.tasks.join_next() => {
                 if let Ok(uid) = done {
                     workers.senders.remove(&uid);
