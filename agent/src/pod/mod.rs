@@ -6,6 +6,8 @@
 mod adopt;
 mod backoff;
 mod clock;
+#[cfg(test)]
+mod fake;
 mod files;
 mod images;
 pub mod labels;
@@ -14,6 +16,8 @@ mod state;
 mod translate;
 mod volumes;
 mod worker;
+#[cfg(test)]
+mod worker_tests;
 
 use std::{path::PathBuf, sync::Arc};
 
