@@ -80,10 +80,35 @@ impl Hierarchies {
             .collect()
     }
 
+    /// Kills every process left in `cgroup` and its descendants, in every
+    /// hierarchy, then removes the directories. Missing ones are skipped.
+    pub fn remove_tree(&self, cgroup: &str) -> Result<(), CgroupError> {
+        for dir in self.dirs(cgroup) {
+            remove_dir_tree(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// What pod workers read of cgroups: a trait so that their unit tests run
+/// on a fake instead of the host's hierarchies.
+pub trait Cgroups: Send + Sync {
+    /// Every directory of `cgroup` (e.g. "capstan/pod1"), v2 first.
+    fn dirs(&self, cgroup: &str) -> Vec<PathBuf>;
+
+    /// Whether the kernel's OOM killer struck in `cgroup`.
+    fn oom_killed(&self, cgroup: &str) -> bool;
+}
+
+impl Cgroups for Hierarchies {
+    fn dirs(&self, cgroup: &str) -> Vec<PathBuf> {
+        Hierarchies::dirs(self, cgroup)
+    }
+
     /// Whether `cgroup` counted an OOM kill in any hierarchy (its
     /// directories last until the task is deleted): `oom_kill` in v2's
     /// memory.events, or in v1's memory.oom_control.
-    pub fn oom_killed(&self, cgroup: &str) -> bool {
+    fn oom_killed(&self, cgroup: &str) -> bool {
         self.dirs(cgroup).iter().any(|dir| {
             ["memory.events", "memory.oom_control"].iter().any(|file| {
                 fs::read_to_string(dir.join(file)).is_ok_and(|text| {
@@ -95,15 +120,6 @@ impl Hierarchies {
                 })
             })
         })
-    }
-
-    /// Kills every process left in `cgroup` and its descendants, in every
-    /// hierarchy, then removes the directories. Missing ones are skipped.
-    pub fn remove_tree(&self, cgroup: &str) -> Result<(), CgroupError> {
-        for dir in self.dirs(cgroup) {
-            remove_dir_tree(&dir)?;
-        }
-        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
     logs,
     network::{AddressPool, Iproute2, NetworkError, NodeNetwork, PodSubnet, Sandboxes},
     node::{self, NodeConfig, NodeError},
-    pod::{self, DnsSettings, Images, PodDirs, PodRuntime},
+    pod::{self, DnsSettings, Images, PodDirs, PodRuntime, SystemClock},
     runtime::{self, ContainerdDaemon, DaemonConfig, RegistryClient, RegistryError, RuntimeError},
     server::{self, tls::TlsError},
 };
@@ -172,10 +172,10 @@ pub async fn run_until(
         node_name: config.node_name.clone(),
         host_ip,
         images: Images::new(
-            containerd.clone(),
+            Arc::new(containerd.clone()),
             RegistryClient::new(config.insecure_registry.clone())?,
         ),
-        containerd,
+        containerd: Arc::new(containerd),
         sandboxes,
         client: client.clone(),
         dirs: PodDirs {
@@ -184,7 +184,7 @@ pub async fn run_until(
             logs: config.pod_log_dir.clone(),
         },
         cgroup_root: config.cgroup_root.clone(),
-        cgroups: hierarchies.clone(),
+        cgroups: Arc::new(hierarchies.clone()),
         logs: Arc::new(logs::Collector::new(
             config.run_dir.join("log-collector"),
             config.agent_program.clone(),
@@ -195,6 +195,7 @@ pub async fn run_until(
             cluster_domain: config.cluster_domain.clone(),
             host_resolv_conf,
         },
+        clock: Arc::new(SystemClock),
     });
     let mut watches = tokio::task::JoinSet::new();
     let cache = ClusterCache::start(&client, &config.node_name, &mut watches);

@@ -12,7 +12,8 @@ use std::{
 };
 
 use capstan_agent::runtime::{
-    ContainerConfig, Containerd, LogDestination, NAMESPACE, OciArchive, SharedNamespaces,
+    ContainerConfig, ContainerRuntime, Containerd, LogDestination, NAMESPACE, OciArchive,
+    SharedNamespaces,
 };
 use capstan_tests::{
     TestHost, TestNet,

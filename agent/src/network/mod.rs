@@ -14,7 +14,7 @@ pub use bridge::{BRIDGE, NodeNetwork};
 pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp};
 pub use ipam::AddressPool;
 pub use namespaces::PodNamespaces;
-pub use sandbox::{Sandbox, Sandboxes};
+pub use sandbox::{PodSandboxes, Sandbox, Sandboxes};
 
 /// The cluster's pod network; every node's pod CIDR is a /24 of it.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";

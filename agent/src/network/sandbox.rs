@@ -8,6 +8,8 @@ use std::{
     sync::Arc,
 };
 
+use async_trait::async_trait;
+
 use super::{
     AddressPool, BRIDGE, IpCommand, NetworkError, NodeNetwork, PodNamespaces, PodSubnet,
     namespaces::pinned_network_namespaces,
@@ -18,6 +20,20 @@ use super::{
 pub struct Sandbox {
     pub namespaces: PodNamespaces,
     pub ip: Ipv4Addr,
+}
+
+/// What pod workers ask of the node's sandboxes; a trait because the real
+/// ones need root, so unit tests use a fake.
+#[async_trait]
+pub trait PodSandboxes: Send + Sync {
+    /// The sandbox of pod `uid`, made if it does not exist.
+    async fn ensure(&self, uid: &str, hostname: &str) -> Result<Sandbox, NetworkError>;
+
+    /// Removes pod `uid`'s sandbox. Run after its containers have stopped.
+    async fn teardown(&self, uid: &str) -> Result<(), NetworkError>;
+
+    /// The uids of every pod with a sandbox or an address on this node.
+    fn known_pods(&self) -> Result<Vec<String>, NetworkError>;
 }
 
 /// The sandboxes of one node.
@@ -57,8 +73,27 @@ impl Sandboxes {
         )
     }
 
-    /// The sandbox of pod `uid`, made if it does not exist.
-    pub async fn ensure(&self, uid: &str, hostname: &str) -> Result<Sandbox, NetworkError> {
+    async fn plug(
+        &self,
+        namespaces: &PodNamespaces,
+        uid: &str,
+        ip: Ipv4Addr,
+    ) -> Result<(), NetworkError> {
+        let ip_runner = self.network.runner();
+        ip_runner.run(host_side(uid, &namespaces.netns)).await?;
+        ip_runner
+            .run(pod_side(
+                &namespaces.netns,
+                ip,
+                self.network.subnet.gateway(),
+            ))
+            .await
+    }
+}
+
+#[async_trait]
+impl PodSandboxes for Sandboxes {
+    async fn ensure(&self, uid: &str, hostname: &str) -> Result<Sandbox, NetworkError> {
         let namespaces = self.namespaces(uid);
         let held = self
             .pool
@@ -85,26 +120,9 @@ impl Sandboxes {
         Ok(Sandbox { namespaces, ip })
     }
 
-    async fn plug(
-        &self,
-        namespaces: &PodNamespaces,
-        uid: &str,
-        ip: Ipv4Addr,
-    ) -> Result<(), NetworkError> {
-        let ip_runner = self.network.runner();
-        ip_runner.run(host_side(uid, &namespaces.netns)).await?;
-        ip_runner
-            .run(pod_side(
-                &namespaces.netns,
-                ip,
-                self.network.subnet.gateway(),
-            ))
-            .await
-    }
-
     /// Removes pod `uid`'s sandbox: namespaces unpinned, veth deleted,
     /// address released. Run after its containers have stopped.
-    pub async fn teardown(&self, uid: &str) -> Result<(), NetworkError> {
+    async fn teardown(&self, uid: &str) -> Result<(), NetworkError> {
         let namespaces = self.namespaces(uid);
         // Deleting either end removes the pair; gone already is fine.
         let _ = self
@@ -120,8 +138,7 @@ impl Sandboxes {
         self.pool.release(uid)
     }
 
-    /// The uids of every pod with a sandbox or an address on this node.
-    pub fn known_pods(&self) -> Result<Vec<String>, NetworkError> {
+    fn known_pods(&self) -> Result<Vec<String>, NetworkError> {
         let mut uids: Vec<String> = pinned_network_namespaces()
             .iter()
             .filter_map(|name| name.strip_prefix(&self.netns_prefix))

@@ -3,10 +3,12 @@
 //! registry with the pod's imagePullSecrets; failures become the waiting
 //! reasons the kubelet reports.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::runtime::{
-    Containerd, Credentials, ImportedImage, Reference, RegistryAuth, RegistryClient,
+    ContainerRuntime, Credentials, ImportedImage, Reference, RegistryAuth, RegistryClient,
 };
 
 /// A container's image could not be had.
@@ -17,10 +19,18 @@ pub struct ImageError {
     pub message: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Images {
-    containerd: Containerd,
+    containerd: Arc<dyn ContainerRuntime>,
     registry: RegistryClient,
+}
+
+impl std::fmt::Debug for Images {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A ready image and the id a container status shows for it.
@@ -31,7 +41,7 @@ pub struct ReadyImage {
 }
 
 impl Images {
-    pub fn new(containerd: Containerd, registry: RegistryClient) -> Self {
+    pub fn new(containerd: Arc<dyn ContainerRuntime>, registry: RegistryClient) -> Self {
         Self {
             containerd,
             registry,

@@ -5,6 +5,9 @@
 
 mod adopt;
 mod backoff;
+mod clock;
+#[cfg(test)]
+mod fake;
 mod files;
 mod images;
 pub mod labels;
@@ -13,15 +16,20 @@ mod state;
 mod translate;
 mod volumes;
 mod worker;
+#[cfg(test)]
+mod worker_tests;
 
 use std::{path::PathBuf, sync::Arc};
 
+pub use clock::{Clock, SystemClock};
 pub use files::DnsSettings;
 pub use images::Images;
 pub use manager::run_pods;
 pub use translate::{log_path, pod_log_dir};
 
-use crate::{cgroup::Hierarchies, logs::ContainerLogs, network::Sandboxes, runtime::Containerd};
+use crate::{
+    cgroup::Cgroups, logs::ContainerLogs, network::PodSandboxes, runtime::ContainerRuntime,
+};
 
 /// Where the agent keeps each pod's things.
 #[derive(Debug, Clone)]
@@ -39,18 +47,19 @@ pub struct PodDirs {
 pub struct PodRuntime {
     pub node_name: String,
     pub host_ip: String,
-    pub containerd: Containerd,
+    pub containerd: Arc<dyn ContainerRuntime>,
     pub images: Images,
-    pub sandboxes: Arc<Sandboxes>,
+    pub sandboxes: Arc<dyn PodSandboxes>,
     pub client: kube::Client,
     pub dirs: PodDirs,
     /// The cgroup (v2, relative to the root) pods are placed under.
     pub cgroup_root: String,
     /// The cgroup hierarchies (v2, and v1 ones on a hybrid host).
-    pub cgroups: Hierarchies,
+    pub cgroups: Arc<dyn Cgroups>,
     /// Where containers' stdout and stderr go.
     pub logs: Arc<dyn ContainerLogs>,
     pub dns: DnsSettings,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PodRuntime {

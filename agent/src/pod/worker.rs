@@ -130,7 +130,7 @@ impl Worker {
         let start_time = written
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
-            .map_or_else(SystemTime::now, |t| SystemTime::from(t.0));
+            .map_or_else(|| rt.clock.now(), |t| SystemTime::from(t.0));
         Self {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             rt,
@@ -271,7 +271,7 @@ impl Worker {
     async fn wait_for_work(&mut self) -> bool {
         loop {
             let sleep = self.wake.map(|at| {
-                at.duration_since(SystemTime::now())
+                at.duration_since(self.rt.clock.now())
                     .unwrap_or(Duration::ZERO)
             });
             tokio::select! {
@@ -333,7 +333,7 @@ impl Worker {
             return;
         }
         if !self.ensure_setup().await {
-            self.wake_at(SystemTime::now() + RETRY);
+            self.wake_at(self.rt.clock.now() + RETRY);
             return;
         }
         let policy = self.restart_policy();
@@ -420,7 +420,7 @@ impl Worker {
     /// A container that ended and must run again: now, or after its
     /// back-off, showing CrashLoopBackOff meanwhile.
     async fn restart_or_wait(&mut self, kind: Kind, index: usize, ended: Terminated) {
-        let now = SystemTime::now();
+        let now = self.rt.clock.now();
         let pod_ref = format!("{}_{}({})", self.name(), self.namespace(), self.uid);
         let slot = self.slot_mut(kind, index);
         slot.last = Some(ended);
@@ -445,7 +445,7 @@ impl Worker {
 
     /// A container waiting to start: started, unless a back-off holds it.
     async fn start_when_due(&mut self, kind: Kind, index: usize) {
-        let now = SystemTime::now();
+        let now = self.rt.clock.now();
         let slot = self.slot_mut(kind, index);
         let held = match &slot.state {
             State::Waiting { reason, .. } if reason == "CrashLoopBackOff" => {
@@ -485,7 +485,7 @@ impl Worker {
         let Some(container) = self.container_spec(kind, index) else {
             return;
         };
-        let now = SystemTime::now();
+        let now = self.rt.clock.now();
         let auth = self.registry_auth().await;
         let policy = container
             .image_pull_policy
@@ -552,6 +552,7 @@ impl Worker {
             .containerd
             .start_container(&config, &ready.image)
             .await;
+        let after = self.rt.clock.now();
         let policy = self.restart_policy();
         let slot = self.slot_mut(kind, index);
         slot.image_id = ready.image_id;
@@ -564,7 +565,7 @@ impl Worker {
                 }
                 slot.state = State::Running {
                     container_id: config.id.clone(),
-                    started_at: SystemTime::now(),
+                    started_at: after,
                 };
                 slot.retry = Default::default();
                 let name = slot.name.clone();
@@ -597,13 +598,13 @@ impl Worker {
                     reason: "StartError".to_owned(),
                     message: Some(err.to_string()),
                     started_at: now,
-                    finished_at: SystemTime::now(),
+                    finished_at: after,
                 };
                 if should_restart(&policy, &ended, slot.init) {
                     slot.backoff.record_exit(ended.finished_at, Duration::ZERO);
                 }
                 slot.state = State::Terminated(ended);
-                self.wake_at(SystemTime::now());
+                self.wake_at(after);
             }
             Err(err) => self.creation_failed(kind, index, "CreateContainerError", err.to_string()),
         }
@@ -611,7 +612,7 @@ impl Worker {
 
     fn creation_failed(&mut self, kind: Kind, index: usize, reason: &str, message: String) {
         tracing::info!(pod = self.name(), reason, %message, "container not created");
-        let now = SystemTime::now();
+        let now = self.rt.clock.now();
         let slot = self.slot_mut(kind, index);
         slot.state = State::waiting(reason, Some(message));
         let until = slot.retry.record_failure(now);
@@ -695,7 +696,7 @@ impl Worker {
                     }
                     Ok(_) => ExitStatus {
                         code: 255,
-                        exited_at: SystemTime::now(),
+                        exited_at: self.rt.clock.now(),
                     },
                 }
             }
@@ -747,7 +748,7 @@ impl Worker {
                 sandbox_ready: self.sandbox.is_some(),
             },
             self.written.as_ref(),
-            SystemTime::now(),
+            self.rt.clock.now(),
         );
         if self.written.as_ref() == Some(&status) {
             return;
@@ -764,7 +765,7 @@ impl Worker {
             Ok(pod) => self.written = pod.status.or(Some(status)),
             Err(err) => {
                 tracing::warn!(pod = self.name(), %err, "writing pod status");
-                self.wake_at(SystemTime::now() + Duration::from_secs(1));
+                self.wake_at(self.rt.clock.now() + Duration::from_secs(1));
             }
         }
     }

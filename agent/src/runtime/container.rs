@@ -1,10 +1,7 @@
 //! Containers and their tasks: create from an imported image and a spec we
 //! build, start, signal, wait for the exit, and remove every trace.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, SystemTime},
-};
+use std::{path::PathBuf, time::SystemTime};
 
 use containerd_client::{
     services::v1::{
@@ -205,21 +202,6 @@ impl Containerd {
                 .and_then(|t| SystemTime::try_from(t).ok())
                 .unwrap_or_else(SystemTime::now),
         })
-    }
-
-    /// SIGTERM, then SIGKILL if the task has not exited within `grace`.
-    pub async fn stop(&self, id: &str, grace: Duration) -> Result<ExitStatus, RuntimeError> {
-        match self.signal(id, libc::SIGTERM).await {
-            Err(err) if err.is_not_found() => return self.wait(id).await,
-            other => other?,
-        }
-        match tokio::time::timeout(grace, self.wait(id)).await {
-            Ok(exit) => exit,
-            Err(_) => {
-                self.signal(id, libc::SIGKILL).await?;
-                self.wait(id).await
-            }
-        }
     }
 
     /// Deletes the task (which must have exited), the container and its

@@ -1,4 +1,5 @@
-//! The container runtime: containerd, reached over its gRPC API.
+//! The container runtime: containerd, reached over its gRPC API, and the
+//! `ContainerRuntime` trait the pod layer sees it through.
 //!
 //! containerd 1.6 (Debian 12's) has no Transfer service, so images are moved
 //! into its content store and unpacked into snapshots from here, as `ctr`
@@ -6,6 +7,7 @@
 
 mod config;
 mod container;
+mod container_runtime;
 mod containerd;
 mod daemon;
 mod image;
@@ -21,6 +23,7 @@ pub use config::{
     ContainerConfig, LogDestination, Mount, MountSource, Resources, Security, SharedNamespaces,
 };
 pub use container::{ExitStatus, StartedContainer};
+pub use container_runtime::ContainerRuntime;
 pub use containerd::{Containerd, RuntimeError};
 pub use daemon::{ContainerdDaemon, DaemonConfig};
 pub use image::ImportedImage;
