@@ -201,32 +201,41 @@ pub struct ClusterCache {
 impl ClusterCache {
     /// Starts the watches of node `node_name`'s view into `tasks`.
     pub fn start(client: &kube::Client, node_name: &str, tasks: &mut JoinSet<()>) -> Self {
+        fn spawn<K>(
+            tasks: &mut JoinSet<()>,
+            client: &kube::Client,
+            config: watcher::Config,
+            cache: &Arc<Watched<K>>,
+            what: &'static str,
+        ) where
+            K: Resource<DynamicType = ()>
+                + Clone
+                + DeserializeOwned
+                + Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            tasks.spawn(keep(
+                Api::all(client.clone()),
+                config,
+                Arc::clone(cache),
+                what,
+            ));
+        }
         let cache = Self::default();
         let on_node = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-        tasks.spawn(keep(
-            Api::all(client.clone()),
-            on_node,
-            Arc::clone(&cache.pods),
-            "this node's pods",
-        ));
-        tasks.spawn(keep(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            Arc::clone(&cache.services),
-            "Services",
-        ));
-        tasks.spawn(keep(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            Arc::clone(&cache.endpoint_slices),
+        let all = watcher::Config::default;
+        spawn(tasks, client, on_node, &cache.pods, "this node's pods");
+        spawn(tasks, client, all(), &cache.services, "Services");
+        spawn(
+            tasks,
+            client,
+            all(),
+            &cache.endpoint_slices,
             "EndpointSlices",
-        ));
-        tasks.spawn(keep(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            Arc::clone(&cache.nodes),
-            "Nodes",
-        ));
+        );
+        spawn(tasks, client, all(), &cache.nodes, "Nodes");
         cache
     }
 }
@@ -249,8 +258,11 @@ mod tests {
         }
     }
 
+    /// The notices received, in key order (Synced last).
     fn drain(notices: &mut mpsc::UnboundedReceiver<Notice>) -> Vec<Notice> {
-        std::iter::from_fn(|| notices.try_recv().ok()).collect()
+        let mut received: Vec<Notice> = std::iter::from_fn(|| notices.try_recv().ok()).collect();
+        received.sort_by_key(|n| format!("{n:?}"));
+        received
     }
 
     #[test]
@@ -262,10 +274,8 @@ mod tests {
         cache.apply(watcher::Event::InitApply(pod("b", "1")));
         assert!(cache.get(&key("a")).is_none(), "a relist shows when done");
         cache.apply(watcher::Event::InitDone);
-        let mut first = drain(&mut notices);
-        first.sort_by_key(|n| format!("{n:?}"));
         assert_eq!(
-            first,
+            drain(&mut notices),
             [
                 Notice::Changed(key("a")),
                 Notice::Changed(key("b")),
@@ -289,10 +299,8 @@ mod tests {
         cache.apply(watcher::Event::InitApply(pod("a", "2")));
         cache.apply(watcher::Event::InitApply(pod("c", "4")));
         cache.apply(watcher::Event::InitDone);
-        let mut relisted = drain(&mut notices);
-        relisted.sort_by_key(|n| format!("{n:?}"));
         assert_eq!(
-            relisted,
+            drain(&mut notices),
             [
                 Notice::Changed(key("c")),
                 Notice::Changed(key("d")),
