@@ -7,11 +7,7 @@
 //! separate subsets and slices. Services without a selector keep the
 //! endpoints their users manage.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::http::Method;
 use k8s_openapi::{
@@ -19,11 +15,16 @@ use k8s_openapi::{
         core::v1::{Endpoints, Service},
         discovery::v1::EndpointSlice,
     },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde_json::{Value, json};
 
-use super::{pod_view::Pod, runtime::Controller, work_queue::WorkQueue};
+use super::{
+    cache::{Cache, Change},
+    pod_view::Pod,
+    runtime::Controller,
+    work_queue::WorkQueue,
+};
 use crate::{
     informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},
@@ -52,16 +53,12 @@ struct Address {
 /// (name, port, protocol) per Service port, resolved for one pod.
 type PortSet = Vec<(Option<String>, i32, String)>;
 
-fn key_of(meta: &ObjectMeta) -> String {
-    super::object_key(meta.namespace.as_deref(), meta.name.as_deref())
-}
-
 pub struct EndpointsController {
     api: LocalApi,
-    services: HashMap<String, Arc<Service>>,
-    pods: HashMap<String, Arc<Pod>>,
-    endpoints: HashMap<String, Arc<Endpoints>>,
-    slices: HashMap<String, Arc<EndpointSlice>>,
+    services: Cache<Service>,
+    pods: Cache<Pod>,
+    endpoints: Cache<Endpoints>,
+    slices: Cache<EndpointSlice>,
     queue: WorkQueue,
 }
 
@@ -81,92 +78,42 @@ impl EndpointsController {
     pub fn new(api: LocalApi) -> Self {
         Self {
             api,
-            services: HashMap::new(),
-            pods: HashMap::new(),
-            endpoints: HashMap::new(),
-            slices: HashMap::new(),
+            services: Cache::default(),
+            pods: Cache::default(),
+            endpoints: Cache::default(),
+            slices: Cache::default(),
             queue: WorkQueue::default(),
         }
     }
 
     pub(super) fn on_service(&mut self, event: InformerEvent<Service>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.services = all
-                    .into_iter()
-                    .map(|s| (key_of(&s.metadata), Arc::new(s)))
-                    .collect();
-                let keys: Vec<String> = self.services.keys().cloned().collect();
-                keys.into_iter().for_each(|k| self.queue.add(k));
-            }
-            InformerEvent::Applied(service) => {
-                let key = key_of(&service.metadata);
-                self.services.insert(key.clone(), Arc::new(service));
-                self.queue.add(key);
-            }
-            InformerEvent::Deleted(service) => {
-                let key = key_of(&service.metadata);
-                self.services.remove(&key);
-                self.queue.add(key);
-            }
+        match self.services.apply(event) {
+            Change::Listed => self.queue.extend(self.services.keys()),
+            Change::Applied { key, .. } | Change::Deleted { key, .. } => self.queue.add(key),
         }
     }
 
     pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.pods = all.into_iter().map(|p| (p.key(), p)).collect();
-                let keys: Vec<String> = self.services.keys().cloned().collect();
-                keys.into_iter().for_each(|k| self.queue.add(k));
-            }
-            InformerEvent::Applied(pod) => {
-                let old = self.pods.insert(pod.key(), Arc::clone(&pod));
-                self.enqueue_selecting(&pod);
+        match self.pods.apply(event) {
+            Change::Listed => self.queue.extend(self.services.keys()),
+            Change::Applied { old, new, .. } => {
+                self.enqueue_selecting(&new);
                 if let Some(old) = old
-                    && old.metadata.labels != pod.metadata.labels
+                    && old.metadata.labels != new.metadata.labels
                 {
                     self.enqueue_selecting(&old);
                 }
             }
-            InformerEvent::Deleted(pod) => {
-                self.pods.remove(&key_of(&pod.metadata));
-                self.enqueue_selecting(&pod);
-            }
+            Change::Deleted { last, .. } => self.enqueue_selecting(&last),
         }
     }
 
     pub(super) fn on_endpoints(&mut self, event: InformerEvent<Endpoints>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.endpoints = all
-                    .into_iter()
-                    .map(|e| (key_of(&e.metadata), Arc::new(e)))
-                    .collect();
-            }
-            InformerEvent::Applied(e) => {
-                self.endpoints.insert(key_of(&e.metadata), Arc::new(e));
-            }
-            InformerEvent::Deleted(e) => {
-                self.endpoints.remove(&key_of(&e.metadata));
-            }
-        }
+        self.endpoints.apply(event);
     }
 
     pub(super) fn on_slice(&mut self, event: InformerEvent<EndpointSlice>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.slices = all
-                    .into_iter()
-                    .map(|s| (key_of(&s.metadata), Arc::new(s)))
-                    .collect();
-            }
-            InformerEvent::Applied(s) => {
-                self.slices.insert(key_of(&s.metadata), Arc::new(s));
-            }
-            InformerEvent::Deleted(s) => {
-                self.slices.remove(&key_of(&s.metadata));
-            }
-        }
+        self.slices.apply(event);
     }
 
     fn enqueue_selecting(&mut self, pod: &Pod) {
@@ -258,7 +205,7 @@ impl EndpointsController {
         let Some(service) = service.filter(|_| selector.is_some()) else {
             // Gone, or user-managed: a Service deleted takes its Endpoints
             // along (its slices go with it through their owner reference).
-            if !self.services.contains_key(key) && self.endpoints.contains_key(key) {
+            if !self.services.contains(key) && self.endpoints.contains(key) {
                 self.send_ok(
                     Method::DELETE,
                     &format!("{endpoints_path}/{name}"),

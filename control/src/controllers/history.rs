@@ -9,10 +9,7 @@
 //! new revision), a new one gets a new revision. Revisions no pod uses,
 //! beyond the owner's revisionHistoryLimit, are deleted oldest first.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use axum::http::Method;
 use k8s_openapi::{
@@ -20,7 +17,11 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use super::{object_key, pod_template::template_hash};
+use super::{
+    cache::{Cache, Change},
+    object_key,
+    pod_template::template_hash,
+};
 use crate::{
     informer::InformerEvent,
     local_api::{LocalApi, LocalApiError},
@@ -33,14 +34,7 @@ pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
 /// The revisions the informer has, by `namespace/name`.
 #[derive(Debug, Default)]
 pub struct HistoryCache {
-    revisions: HashMap<String, Arc<ControllerRevision>>,
-}
-
-fn key_of(revision: &ControllerRevision) -> String {
-    object_key(
-        revision.metadata.namespace.as_deref(),
-        revision.metadata.name.as_deref(),
-    )
+    revisions: Cache<ControllerRevision>,
 }
 
 /// The `namespace/name` of the owner of `kind` controlling `revision`.
@@ -65,18 +59,9 @@ impl HistoryCache {
         event: InformerEvent<Arc<ControllerRevision>>,
         kind: &str,
     ) -> Vec<String> {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.revisions = all.into_iter().map(|r| (key_of(&r), r)).collect();
-                Vec::new()
-            }
-            InformerEvent::Applied(revision) => {
-                let owner = owner_key(&revision, kind);
-                self.revisions.insert(key_of(&revision), revision);
-                owner.into_iter().collect()
-            }
-            InformerEvent::Deleted(revision) => {
-                self.revisions.remove(&key_of(&revision));
+        match self.revisions.apply(event) {
+            Change::Listed => Vec::new(),
+            Change::Applied { new: revision, .. } | Change::Deleted { last: revision, .. } => {
                 owner_key(&revision, kind).into_iter().collect()
             }
         }

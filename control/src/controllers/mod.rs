@@ -6,6 +6,7 @@
 //! [`runtime`], so a slow controller never holds another up; the pods,
 //! which are many, are decoded once for the controllers that watch them.
 
+mod cache;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -188,13 +189,14 @@ fn informed<T: Informed>(
     informer::spawn::<T>(tasks, Arc::clone(store), format!("/registry/{plural}/"))
 }
 
-/// `namespace/name`, the key controllers cache and queue objects by.
+/// `namespace/name`, or `name` for a cluster-scoped object: the key
+/// controllers cache and queue objects by.
 fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
-    format!(
-        "{}/{}",
-        namespace.unwrap_or_default(),
-        name.unwrap_or_default()
-    )
+    let name = name.unwrap_or_default();
+    match namespace {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_owned(),
+    }
 }
 
 type Shared<T> = mpsc::Receiver<InformerEvent<Arc<T>>>;

@@ -5,13 +5,17 @@
 //! the API remove the namespace. While content remains, the namespace's
 //! conditions say what is left, as Kubernetes' do.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use axum::http::Method;
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{Value, json};
 
-use super::{runtime::Controller, work_queue::WorkQueue};
+use super::{
+    cache::{Cache, Change},
+    runtime::Controller,
+    work_queue::WorkQueue,
+};
 use crate::{
     clock::now,
     informer::InformerEvent,
@@ -27,7 +31,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct NamespaceController {
     api: LocalApi,
     kinds: Vec<&'static ResourceInfo>,
-    namespaces: HashMap<String, Namespace>,
+    namespaces: Cache<Namespace>,
     queue: WorkQueue,
 }
 
@@ -81,7 +85,7 @@ impl Controller for NamespaceController {
             self.report_remaining(&namespace, &remaining).await?;
             return Ok(Some(RECHECK));
         }
-        let mut finalized = namespace;
+        let mut finalized = Namespace::clone(&namespace);
         if let Some(finalizers) = finalized.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
             finalizers.retain(|f| f != FINALIZER);
         }
@@ -105,30 +109,19 @@ impl NamespaceController {
         Self {
             api,
             kinds: kinds.iter().copied().filter(|k| k.namespaced).collect(),
-            namespaces: HashMap::new(),
+            namespaces: Cache::default(),
             queue: WorkQueue::default(),
         }
     }
 
     pub(super) fn on_namespace(&mut self, event: InformerEvent<Namespace>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.namespaces.clear();
-                for namespace in all {
-                    self.on_namespace(InformerEvent::Applied(namespace));
-                }
+        match self.namespaces.apply(event) {
+            Change::Listed => {
+                let deleting = self.namespaces.iter().filter(|(_, n)| is_deleting(n));
+                self.queue.extend(deleting.map(|(name, _)| name));
             }
-            InformerEvent::Applied(namespace) => {
-                let name = namespace.metadata.name.clone().unwrap_or_default();
-                if is_deleting(&namespace) {
-                    self.queue.add(name.clone());
-                }
-                self.namespaces.insert(name, namespace);
-            }
-            InformerEvent::Deleted(namespace) => {
-                self.namespaces
-                    .remove(namespace.metadata.name.as_deref().unwrap_or_default());
-            }
+            Change::Applied { key, new, .. } if is_deleting(&new) => self.queue.add(key),
+            Change::Applied { .. } | Change::Deleted { .. } => {}
         }
     }
 

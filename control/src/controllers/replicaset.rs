@@ -7,7 +7,7 @@
 //! status. Writes it has made but not yet seen through its informers are
 //! *expected*, so a second pass never creates or deletes twice.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{apps::v1::ReplicaSet, core::v1::Pod as PodObject},
@@ -18,8 +18,13 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::{
-    expectations::Expectations, object_key, ownership, pod_cache::PodCache, pod_view::Pod,
-    runtime::Controller, work_queue::WorkQueue,
+    cache::{Cache, Change},
+    expectations::Expectations,
+    object_key, ownership,
+    pod_cache::PodCache,
+    pod_view::Pod,
+    runtime::Controller,
+    work_queue::WorkQueue,
 };
 use crate::{
     events::{EventRecorder, Involved},
@@ -34,7 +39,7 @@ const BURST: usize = 500;
 pub struct ReplicaSetController {
     api: LocalApi,
     events: EventRecorder,
-    sets: HashMap<String, Arc<ReplicaSet>>,
+    sets: Cache<ReplicaSet>,
     pods: PodCache,
     queue: WorkQueue,
     expectations: Expectations,
@@ -107,7 +112,7 @@ impl ReplicaSetController {
         Self {
             api,
             events,
-            sets: HashMap::new(),
+            sets: Cache::default(),
             pods: PodCache::default(),
             queue: WorkQueue::default(),
             expectations: Expectations::default(),
@@ -115,41 +120,10 @@ impl ReplicaSetController {
     }
 
     pub(super) fn on_set(&mut self, event: InformerEvent<Arc<ReplicaSet>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.sets = all
-                    .into_iter()
-                    .map(|rs| {
-                        (
-                            object_key(
-                                rs.metadata.namespace.as_deref(),
-                                rs.metadata.name.as_deref(),
-                            ),
-                            rs,
-                        )
-                    })
-                    .collect();
-                let keys: Vec<String> = self.sets.keys().cloned().collect();
-                for key in keys {
-                    self.queue.add(key);
-                }
-            }
-            InformerEvent::Applied(rs) => {
-                let key = object_key(
-                    rs.metadata.namespace.as_deref(),
-                    rs.metadata.name.as_deref(),
-                );
-                self.sets.insert(key.clone(), rs);
-                self.queue.add(key);
-            }
-            InformerEvent::Deleted(rs) => {
-                let key = object_key(
-                    rs.metadata.namespace.as_deref(),
-                    rs.metadata.name.as_deref(),
-                );
-                self.sets.remove(&key);
-                self.expectations.forget(&key);
-            }
+        match self.sets.apply(event) {
+            Change::Listed => self.queue.extend(self.sets.keys()),
+            Change::Applied { key, .. } => self.queue.add(key),
+            Change::Deleted { key, .. } => self.expectations.forget(&key),
         }
     }
 
@@ -158,10 +132,7 @@ impl ReplicaSetController {
             InformerEvent::Listed(all) => {
                 self.pods.reset(all);
                 self.expectations.clear();
-                let keys: Vec<String> = self.sets.keys().cloned().collect();
-                for key in keys {
-                    self.queue.add(key);
-                }
+                self.queue.extend(self.sets.keys());
             }
             InformerEvent::Applied(pod) => {
                 let old = self.pods.insert(Arc::clone(&pod));

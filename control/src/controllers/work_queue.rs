@@ -93,6 +93,14 @@ impl WorkQueue {
     }
 }
 
+impl<'a> Extend<&'a String> for WorkQueue {
+    fn extend<I: IntoIterator<Item = &'a String>>(&mut self, keys: I) {
+        for key in keys {
+            self.add(key.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,7 @@ use self::{
     writes::{Writer, new_pod},
 };
 use super::{
+    cache::{Cache, Change},
     expectations::Expectations,
     history::{self, Ensured, HistoryCache},
     object_key, ownership,
@@ -77,7 +78,7 @@ struct Backoff {
 
 pub struct DaemonSetController {
     writer: Writer,
-    sets: HashMap<String, Arc<DaemonSet>>,
+    sets: Cache<DaemonSet>,
     nodes: BTreeMap<String, NodeSpec>,
     pods: PodCache,
     history: HistoryCache,
@@ -206,7 +207,7 @@ impl DaemonSetController {
     pub fn new(tasks: &mut JoinSet<()>, api: LocalApi) -> Self {
         Self {
             writer: Writer::new(tasks, api),
-            sets: HashMap::new(),
+            sets: Cache::default(),
             nodes: BTreeMap::new(),
             pods: PodCache::default(),
             history: HistoryCache::default(),
@@ -217,35 +218,14 @@ impl DaemonSetController {
     }
 
     fn enqueue_all(&mut self) {
-        let keys: Vec<String> = self.sets.keys().cloned().collect();
-        for key in keys {
-            self.queue.add(key);
-        }
+        self.queue.extend(self.sets.keys());
     }
 
     pub(super) fn on_set(&mut self, event: InformerEvent<DaemonSet>) {
-        let key_of = |ds: &DaemonSet| {
-            object_key(
-                ds.metadata.namespace.as_deref(),
-                ds.metadata.name.as_deref(),
-            )
-        };
-        match event {
-            InformerEvent::Listed(all) => {
-                self.sets = all
-                    .into_iter()
-                    .map(|ds| (key_of(&ds), Arc::new(ds)))
-                    .collect();
-                self.enqueue_all();
-            }
-            InformerEvent::Applied(ds) => {
-                let key = key_of(&ds);
-                self.sets.insert(key.clone(), Arc::new(ds));
-                self.queue.add(key);
-            }
-            InformerEvent::Deleted(ds) => {
-                let key = key_of(&ds);
-                self.sets.remove(&key);
+        match self.sets.apply(event) {
+            Change::Listed => self.enqueue_all(),
+            Change::Applied { key, .. } => self.queue.add(key),
+            Change::Deleted { key, .. } => {
                 self.expectations.forget(&key);
                 self.failed_backoff.remove(&key);
             }
@@ -254,7 +234,7 @@ impl DaemonSetController {
 
     pub(super) fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
         for owner in self.history.on_event(event, "DaemonSet") {
-            if self.sets.contains_key(&owner) {
+            if self.sets.contains(&owner) {
                 self.queue.add(owner);
             }
         }

@@ -30,7 +30,11 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 
 use self::taints::Eviction;
-use super::{runtime::Controller, work_queue::WorkQueue};
+use super::{
+    cache::{Cache, Change},
+    runtime::Controller,
+    work_queue::WorkQueue,
+};
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
@@ -56,7 +60,7 @@ pub struct NodeLifecycleController {
     api: LocalApi,
     events: EventRecorder,
     grace: Duration,
-    nodes: HashMap<String, Arc<Node>>,
+    nodes: Cache<Node>,
     heard: HashMap<String, Heard>,
     queue: WorkQueue,
 }
@@ -179,7 +183,7 @@ impl NodeLifecycleController {
             api,
             events,
             grace,
-            nodes: HashMap::new(),
+            nodes: Cache::default(),
             heard: HashMap::new(),
             queue: WorkQueue::default(),
         }
@@ -205,25 +209,24 @@ impl NodeLifecycleController {
     }
 
     pub(super) fn on_node(&mut self, event: InformerEvent<Arc<Node>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.nodes.clear();
-                for node in all {
-                    self.on_node(InformerEvent::Applied(node));
+        match self.nodes.apply(event) {
+            Change::Listed => {
+                let nodes: Vec<Arc<Node>> = self.nodes.values().cloned().collect();
+                for node in nodes {
+                    self.node_seen(&node);
                 }
             }
-            InformerEvent::Applied(node) => {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                self.heard_from(&name, None, status_heartbeat(&node));
-                self.nodes.insert(name.clone(), node);
-                self.queue.add(name);
-            }
-            InformerEvent::Deleted(node) => {
-                let name = node.metadata.name.as_deref().unwrap_or_default();
-                self.nodes.remove(name);
-                self.heard.remove(name);
+            Change::Applied { new, .. } => self.node_seen(&new),
+            Change::Deleted { key, .. } => {
+                self.heard.remove(&key);
             }
         }
+    }
+
+    fn node_seen(&mut self, node: &Node) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        self.heard_from(&name, None, status_heartbeat(node));
+        self.queue.add(name);
     }
 
     pub(super) fn on_lease(&mut self, event: InformerEvent<Lease>) {

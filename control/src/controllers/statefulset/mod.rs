@@ -12,11 +12,7 @@ mod expectations;
 mod identity;
 mod plan;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::http::Method;
 use k8s_openapi::{
@@ -30,6 +26,7 @@ use self::{
     plan::{Action, Member, Revision, Rules},
 };
 use super::{
+    cache::{Cache, Change},
     history::{self, Ensured, HistoryCache},
     object_key, ownership,
     pod_cache::PodCache,
@@ -50,18 +47,11 @@ pub const COMPONENT: &str = "statefulset-controller";
 pub struct StatefulSetController {
     api: LocalApi,
     events: EventRecorder,
-    sets: HashMap<String, Arc<StatefulSet>>,
+    sets: Cache<StatefulSet>,
     pods: PodCache,
     history: HistoryCache,
     expectations: Expectations,
     queue: WorkQueue,
-}
-
-fn set_key(set: &StatefulSet) -> String {
-    object_key(
-        set.metadata.namespace.as_deref(),
-        set.metadata.name.as_deref(),
-    )
 }
 
 /// The set's pod template as JSON, what its revision is the hash of.
@@ -162,7 +152,7 @@ impl StatefulSetController {
         Self {
             api,
             events,
-            sets: HashMap::new(),
+            sets: Cache::default(),
             pods: PodCache::default(),
             history: HistoryCache::default(),
             expectations: Expectations::default(),
@@ -171,33 +161,20 @@ impl StatefulSetController {
     }
 
     pub(super) fn on_set(&mut self, event: InformerEvent<StatefulSet>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.sets.clear();
-                for set in all {
-                    self.on_set_applied(set);
-                }
+        match self.sets.apply(event) {
+            Change::Listed => {
+                self.queue.extend(self.sets.keys());
                 let sets = &self.sets;
-                self.expectations.retain_sets(|set| sets.contains_key(set));
+                self.expectations.retain_sets(|set| sets.contains(set));
             }
-            InformerEvent::Applied(set) => self.on_set_applied(set),
-            InformerEvent::Deleted(set) => {
-                let key = set_key(&set);
-                self.sets.remove(&key);
-                self.expectations.retain_sets(|set| set != key);
-            }
+            Change::Applied { key, .. } => self.queue.add(key),
+            Change::Deleted { key, .. } => self.expectations.retain_sets(|set| set != key),
         }
-    }
-
-    fn on_set_applied(&mut self, set: StatefulSet) {
-        let key = set_key(&set);
-        self.sets.insert(key.clone(), Arc::new(set));
-        self.queue.add(key);
     }
 
     pub(super) fn on_revision(&mut self, event: InformerEvent<Arc<ControllerRevision>>) {
         for owner in self.history.on_event(event, "StatefulSet") {
-            if self.sets.contains_key(&owner) {
+            if self.sets.contains(&owner) {
                 self.queue.add(owner);
             }
         }
@@ -208,10 +185,7 @@ impl StatefulSetController {
             InformerEvent::Listed(all) => {
                 self.pods.reset(all);
                 self.expectations.clear();
-                let keys: Vec<String> = self.sets.keys().cloned().collect();
-                for key in keys {
-                    self.queue.add(key);
-                }
+                self.queue.extend(self.sets.keys());
             }
             InformerEvent::Applied(pod) => {
                 self.expectations.observe(&pod, false);
@@ -245,7 +219,7 @@ impl StatefulSetController {
             None => {
                 if let Some(parent) = pod.metadata.name.as_deref().and_then(identity::parent) {
                     let key = object_key(namespace, Some(parent));
-                    if self.sets.contains_key(&key) {
+                    if self.sets.contains(&key) {
                         self.queue.add(key);
                     }
                 }
