@@ -8,7 +8,6 @@
 //! kept as a ControllerRevision (see `history`); pods below a partition
 //! are made again from the current revision's.
 
-mod expectations;
 mod identity;
 mod plan;
 
@@ -21,12 +20,10 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use self::{
-    expectations::{Expectations, Expected},
-    plan::{Action, Member, Revision, Rules},
-};
+use self::plan::{Action, Member, Revision, Rules};
 use super::{
     cache::{Cache, Change},
+    expectations::{Expected, PodExpectations},
     history::{self, Ensured, HistoryCache},
     object_key, ownership,
     pod_cache::PodCache,
@@ -50,7 +47,7 @@ pub struct StatefulSetController {
     sets: Cache<StatefulSet>,
     pods: PodCache,
     history: HistoryCache,
-    expectations: Expectations,
+    expectations: PodExpectations,
     queue: WorkQueue,
 }
 
@@ -155,7 +152,7 @@ impl StatefulSetController {
             sets: Cache::default(),
             pods: PodCache::default(),
             history: HistoryCache::default(),
-            expectations: Expectations::default(),
+            expectations: PodExpectations::default(),
             queue: WorkQueue::default(),
         }
     }

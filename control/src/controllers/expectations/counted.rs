@@ -1,20 +1,11 @@
-//! Kubernetes' controller expectations, counted: how many pods an owner
-//! has created or deleted that the pod informer has not shown yet. An
-//! owner with writes outstanding is not sized again until they are seen,
-//! so a pass working from a cache that is behind never creates or deletes
-//! twice. Used by the ReplicaSet and DaemonSet controllers (the
-//! StatefulSet controller, which writes pods by name, tracks each write:
-//! statefulset/expectations.rs).
+//! Expectations counted: how many pods an owner has created or deleted
+//! that the pod informer has not shown yet, for controllers whose pods
+//! are interchangeable (ReplicaSet, DaemonSet).
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Instant};
 
-use super::pod_view::Pod;
-
-/// Writes not seen after this are given up on (a lost event).
-const TIMEOUT: Duration = Duration::from_secs(300);
+use super::TIMEOUT;
+use crate::controllers::pod_view::Pod;
 
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {

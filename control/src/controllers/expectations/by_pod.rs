@@ -1,19 +1,13 @@
-//! The controller's writes to pods that the pod informer has not shown
-//! yet (Kubernetes' expectations). A set with such a write is not planned
-//! again until the write is seen, so a pass working from a cache that is
-//! behind never creates, deletes or relabels twice.
+//! Expectations by pod: each write to a pod by name that the pod
+//! informer has not shown yet, for controllers whose pods each have an
+//! identity (StatefulSet), which also relabel pods in place.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Instant};
 
 use serde_json::Value;
 
+use super::TIMEOUT;
 use crate::controllers::pod_view::Pod;
-
-/// Writes not seen after this are given up on (a lost event).
-const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a written pod looks like once the informer has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +39,11 @@ struct Pending {
 
 /// Unseen writes by pod key, each for the set key that made it.
 #[derive(Debug, Default)]
-pub struct Expectations {
+pub struct PodExpectations {
     pending: HashMap<String, Pending>,
 }
 
-impl Expectations {
+impl PodExpectations {
     pub fn expect(&mut self, set: &str, pod: String, expected: Expected) {
         let at = Instant::now();
         let set = set.to_owned();
@@ -109,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_write_is_met_by_its_version_or_a_later_one_not_an_earlier_one() {
-        let mut expectations = Expectations::default();
+        let mut expectations = PodExpectations::default();
         let created = json!({ "metadata": { "resourceVersion": "10" } });
         expectations.expect("ns/web", "ns/web-0".into(), Expected::seen(&created));
         assert!(!expectations.met("ns/web"));
@@ -125,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_deletion_is_met_once_that_pod_is_gone_or_replaced() {
-        let mut expectations = Expectations::default();
+        let mut expectations = PodExpectations::default();
         let gone = || Expected::Gone("u-1".into());
         expectations.expect("ns/web", "ns/web-0".into(), gone());
         expectations.observe(&pod("u-1", "12"), false);
