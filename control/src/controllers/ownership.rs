@@ -13,7 +13,11 @@ use k8s_openapi::{
 };
 use serde_json::json;
 
-use super::pod_view::Pod;
+use super::{
+    cache::{Cache, Object},
+    object_key,
+    pod_view::Pod,
+};
 use crate::local_api::{LocalApi, LocalApiError, ObjectRef, PatchType};
 
 /// The reference that makes `owner` the controller of an object: it
@@ -112,6 +116,38 @@ pub async fn set_controller(
     api.patch(&at, None, PatchType::Merge, &patch)
         .await
         .map(drop)
+}
+
+/// The owners of kind `K` a change to `pod` concerns: its controller, if
+/// of that kind; for an orphan, each owner of its namespace that
+/// `selects` it (and may adopt it).
+pub fn owners_to_sync<K>(
+    pod: &Pod,
+    owners: &Cache<K>,
+    selects: impl Fn(&K, &Pod) -> bool,
+) -> Vec<String>
+where
+    K: Resource + Object,
+{
+    if let Some(owner) = pod.controller_ref() {
+        return (owner.kind == K::KIND)
+            .then(|| object_key(pod.metadata.namespace.as_deref(), Some(&owner.name)))
+            .into_iter()
+            .collect();
+    }
+    owners
+        .iter()
+        .filter(|(_, owner)| owner.meta().namespace == pod.metadata.namespace)
+        .filter(|(_, owner)| selects(owner, pod))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// Whether a pod changing from `old` to `new` may have moved between
+/// owners: its labels or its controller changed.
+pub fn may_change_owner(old: &Pod, new: &Pod) -> bool {
+    old.metadata.labels != new.metadata.labels
+        || old.controller_ref().map(|o| &o.uid) != new.controller_ref().map(|o| &o.uid)
 }
 
 #[cfg(test)]

@@ -141,9 +141,7 @@ impl ReplicaSetController {
                     .observe_applied(owner.as_deref(), old.as_deref(), &pod);
                 self.enqueue_for(&pod);
                 if let Some(old) = old
-                    && (old.metadata.labels != pod.metadata.labels
-                        || old.controller_ref().map(|o| &o.uid)
-                            != pod.controller_ref().map(|o| &o.uid))
+                    && ownership::may_change_owner(&old, &pod)
                 {
                     self.enqueue_for(&old);
                 }
@@ -169,31 +167,14 @@ impl ReplicaSetController {
     /// Queues the ReplicaSets a change to `pod` concerns: its controller,
     /// or, for an orphan, every set in its namespace that selects it.
     fn enqueue_for(&mut self, pod: &Pod) {
-        if let Some(owner) = pod.controller_ref() {
-            if owner.kind == "ReplicaSet" {
-                self.queue.add(object_key(
-                    pod.metadata.namespace.as_deref(),
-                    Some(&owner.name),
-                ));
-            }
-            return;
-        }
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let matching: Vec<String> = self
-            .sets
-            .iter()
-            .filter(|(_, rs)| rs.metadata.namespace == pod.metadata.namespace)
-            .filter(|(_, rs)| {
-                rs.spec
-                    .as_ref()
-                    .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                    .is_some_and(|s| !s.is_empty() && s.matches(&labels))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in matching {
-            self.queue.add(key);
-        }
+        let selects = |rs: &ReplicaSet, pod: &Pod| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| Selector::from_label_selector(&s.selector).ok())
+                .is_some_and(|s| !s.is_empty() && s.matches_opt(pod.metadata.labels.as_ref()))
+        };
+        let owners = ownership::owners_to_sync(pod, &self.sets, selects);
+        self.queue.extend(&owners);
     }
 
     async fn create_pods(

@@ -282,9 +282,7 @@ impl DaemonSetController {
                     .observe_applied(owner.as_deref(), old.as_deref(), &pod);
                 self.enqueue_for(&pod);
                 if let Some(old) = old
-                    && (old.metadata.labels != pod.metadata.labels
-                        || old.controller_ref().map(|o| &o.uid)
-                            != pod.controller_ref().map(|o| &o.uid))
+                    && ownership::may_change_owner(&old, &pod)
                 {
                     self.enqueue_for(&old);
                 }
@@ -310,25 +308,8 @@ impl DaemonSetController {
     /// Queues the sets a change to `pod` concerns: its controller, or, for
     /// an orphan, every set in its namespace that selects it.
     fn enqueue_for(&mut self, pod: &Pod) {
-        if let Some(owner) = pod.controller_ref() {
-            if owner.kind == "DaemonSet" {
-                self.queue.add(object_key(
-                    pod.metadata.namespace.as_deref(),
-                    Some(&owner.name),
-                ));
-            }
-            return;
-        }
-        let matching: Vec<String> = self
-            .sets
-            .iter()
-            .filter(|(_, ds)| ds.metadata.namespace == pod.metadata.namespace)
-            .filter(|(_, ds)| selects(ds, pod))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in matching {
-            self.queue.add(key);
-        }
+        let owners = ownership::owners_to_sync(pod, &self.sets, selects);
+        self.queue.extend(&owners);
     }
 
     /// The pods `ds` controls, adopting matching orphans and releasing

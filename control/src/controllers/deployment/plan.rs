@@ -8,11 +8,14 @@ use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
 use k8s_openapi::{
     api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde_json::Value;
 
-use crate::controllers::pod_template::{scaled, template_hash};
+use crate::controllers::{
+    ownership::controller_reference,
+    pod_template::{scaled, template_hash},
+};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -226,14 +229,7 @@ fn new_set(deployment: &Deployment, template: &Value, revision: i64) -> ReplicaS
             namespace: deployment.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".to_owned(),
-                kind: "Deployment".to_owned(),
-                name: deployment.metadata.name.clone().unwrap_or_default(),
-                uid: deployment.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![controller_reference(deployment)]),
             ..ObjectMeta::default()
         },
         spec: Some(ReplicaSetSpec {

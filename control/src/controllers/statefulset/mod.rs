@@ -189,9 +189,7 @@ impl StatefulSetController {
                 let old = self.pods.insert(Arc::clone(&pod));
                 self.enqueue_for(&pod);
                 if let Some(old) = old
-                    && (old.metadata.labels != pod.metadata.labels
-                        || old.controller_ref().map(|o| &o.uid)
-                            != pod.controller_ref().map(|o| &o.uid))
+                    && ownership::may_change_owner(&old, &pod)
                 {
                     self.enqueue_for(&old);
                 }
