@@ -15,10 +15,15 @@ use serde_json::json;
 
 use super::{
     cache::{Cache, Object},
+    expectations::Expectations,
     object_key,
+    pod_cache::PodCache,
     pod_view::Pod,
 };
-use crate::local_api::{LocalApi, LocalApiError, ObjectRef, PatchType};
+use crate::{
+    informer::InformerEvent,
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
+};
 
 /// The reference that makes `owner` the controller of an object: it
 /// blocks the owner's foreground deletion until the object is gone.
@@ -141,6 +146,57 @@ where
         .filter(|(_, owner)| selects(owner, pod))
         .map(|(key, _)| key.clone())
         .collect()
+}
+
+/// The key of the cached owner that controls `pod`, if it is a `K`.
+pub fn controlling_owner<K>(pod: &Pod, owners: &Cache<K>) -> Option<String>
+where
+    K: Resource + Object,
+{
+    let owner = pod.controller_ref().filter(|o| o.kind == K::KIND)?;
+    let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
+    let cached = owners.get(&key)?;
+    (cached.meta().uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
+}
+
+/// Takes a pod event into the cache and the counted expectations of a
+/// controller of `K`s (ReplicaSet, DaemonSet); returns the keys of the
+/// owners it concerns.
+pub fn on_counted_pod<K>(
+    event: InformerEvent<Arc<Pod>>,
+    pods: &mut PodCache,
+    expectations: &mut Expectations,
+    owners: &Cache<K>,
+    selects: impl Fn(&K, &Pod) -> bool + Copy,
+) -> Vec<String>
+where
+    K: Resource + Object,
+{
+    match event {
+        InformerEvent::Listed(all) => {
+            pods.reset(all);
+            expectations.clear();
+            owners.keys().cloned().collect()
+        }
+        InformerEvent::Applied(pod) => {
+            let old = pods.insert(Arc::clone(&pod));
+            let owner = controlling_owner(&pod, owners);
+            expectations.observe_applied(owner.as_deref(), old.as_deref(), &pod);
+            let mut keys = owners_to_sync(&pod, owners, selects);
+            if let Some(old) = old
+                && may_change_owner(&old, &pod)
+            {
+                keys.extend(owners_to_sync(&old, owners, selects));
+            }
+            keys
+        }
+        InformerEvent::Deleted(pod) => {
+            let old = pods.remove(&pod.key());
+            let owner = controlling_owner(&pod, owners);
+            expectations.observe_deleted(owner.as_deref(), old.as_deref());
+            owners_to_sync(&pod, owners, selects)
+        }
+    }
 }
 
 /// Whether a pod changing from `old` to `new` may have moved between

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use super::{
     cache::{Cache, Change},
     expectations::Expectations,
-    object_key, ownership,
+    ownership,
     pod_cache::PodCache,
     pod_view::Pod,
     runtime::Controller,
@@ -63,6 +63,13 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
         std::cmp::Reverse(pod.restarts()),
         std::cmp::Reverse(created),
     )
+}
+
+fn selects_pod(rs: &ReplicaSet, pod: &Pod) -> bool {
+    rs.spec
+        .as_ref()
+        .and_then(|s| Selector::from_label_selector(&s.selector).ok())
+        .is_some_and(|s| !s.is_empty() && s.matches_opt(pod.metadata.labels.as_ref()))
 }
 
 impl Controller for ReplicaSetController {
@@ -128,53 +135,14 @@ impl ReplicaSetController {
     }
 
     pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.pods.reset(all);
-                self.expectations.clear();
-                self.queue.extend(self.sets.keys());
-            }
-            InformerEvent::Applied(pod) => {
-                let old = self.pods.insert(Arc::clone(&pod));
-                let owner = self.owner_key(&pod);
-                self.expectations
-                    .observe_applied(owner.as_deref(), old.as_deref(), &pod);
-                self.enqueue_for(&pod);
-                if let Some(old) = old
-                    && ownership::may_change_owner(&old, &pod)
-                {
-                    self.enqueue_for(&old);
-                }
-            }
-            InformerEvent::Deleted(pod) => {
-                let old = self.pods.remove(&pod.key());
-                let owner = self.owner_key(&pod);
-                self.expectations
-                    .observe_deleted(owner.as_deref(), old.as_deref());
-                self.enqueue_for(&pod);
-            }
-        }
-    }
-
-    /// The key of the cached ReplicaSet that controls `pod`.
-    fn owner_key(&self, pod: &Pod) -> Option<String> {
-        let owner = pod.controller_ref().filter(|o| o.kind == "ReplicaSet")?;
-        let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
-        let set = self.sets.get(&key)?;
-        (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
-    }
-
-    /// Queues the ReplicaSets a change to `pod` concerns: its controller,
-    /// or, for an orphan, every set in its namespace that selects it.
-    fn enqueue_for(&mut self, pod: &Pod) {
-        let selects = |rs: &ReplicaSet, pod: &Pod| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| Selector::from_label_selector(&s.selector).ok())
-                .is_some_and(|s| !s.is_empty() && s.matches_opt(pod.metadata.labels.as_ref()))
-        };
-        let owners = ownership::owners_to_sync(pod, &self.sets, selects);
-        self.queue.extend(&owners);
+        let keys = ownership::on_counted_pod(
+            event,
+            &mut self.pods,
+            &mut self.expectations,
+            &self.sets,
+            selects_pod,
+        );
+        self.queue.extend(&keys);
     }
 
     async fn create_pods(

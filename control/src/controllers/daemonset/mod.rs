@@ -49,7 +49,7 @@ use super::{
     cache::{Cache, Change},
     expectations::Expectations,
     history::{self, Ensured, HistoryCache},
-    object_key, ownership,
+    ownership,
     pod_cache::PodCache,
     pod_view::Pod,
     runtime::Controller,
@@ -269,47 +269,14 @@ impl DaemonSetController {
     }
 
     pub(super) fn on_pod(&mut self, event: InformerEvent<Arc<Pod>>) {
-        match event {
-            InformerEvent::Listed(all) => {
-                self.pods.reset(all);
-                self.expectations.clear();
-                self.enqueue_all();
-            }
-            InformerEvent::Applied(pod) => {
-                let old = self.pods.insert(Arc::clone(&pod));
-                let owner = self.owner_key(&pod);
-                self.expectations
-                    .observe_applied(owner.as_deref(), old.as_deref(), &pod);
-                self.enqueue_for(&pod);
-                if let Some(old) = old
-                    && ownership::may_change_owner(&old, &pod)
-                {
-                    self.enqueue_for(&old);
-                }
-            }
-            InformerEvent::Deleted(pod) => {
-                let old = self.pods.remove(&pod.key());
-                let owner = self.owner_key(&pod);
-                self.expectations
-                    .observe_deleted(owner.as_deref(), old.as_deref());
-                self.enqueue_for(&pod);
-            }
-        }
-    }
-
-    /// The key of the cached DaemonSet that controls `pod`.
-    fn owner_key(&self, pod: &Pod) -> Option<String> {
-        let owner = pod.controller_ref().filter(|o| o.kind == "DaemonSet")?;
-        let key = object_key(pod.metadata.namespace.as_deref(), Some(&owner.name));
-        let set = self.sets.get(&key)?;
-        (set.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(key)
-    }
-
-    /// Queues the sets a change to `pod` concerns: its controller, or, for
-    /// an orphan, every set in its namespace that selects it.
-    fn enqueue_for(&mut self, pod: &Pod) {
-        let owners = ownership::owners_to_sync(pod, &self.sets, selects);
-        self.queue.extend(&owners);
+        let keys = ownership::on_counted_pod(
+            event,
+            &mut self.pods,
+            &mut self.expectations,
+            &self.sets,
+            selects,
+        );
+        self.queue.extend(&keys);
     }
 
     /// The pods `ds` controls, adopting matching orphans and releasing
