@@ -95,15 +95,6 @@ impl Pod {
         ObjectRef::of(&self.metadata)
     }
 
-    /// The pod's path in the API.
-    pub fn path(&self) -> String {
-        format!(
-            "/api/v1/namespaces/{}/pods/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
-        )
-    }
-
     pub fn controller_ref(&self) -> Option<&OwnerReference> {
         self.metadata
             .owner_references
