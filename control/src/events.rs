@@ -9,9 +9,10 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use axum::http::Method;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::{Value, json};
+use k8s_openapi::{
+    api::core::v1::{Event, EventSource, ObjectReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{clock::now, local_api::LocalApi};
@@ -46,7 +47,7 @@ impl<'a> Involved<'a> {
 #[derive(Debug, Clone)]
 pub struct EventRecorder {
     component: &'static str,
-    events: mpsc::Sender<Value>,
+    events: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -54,15 +55,10 @@ impl EventRecorder {
     /// A recorder whose events are written through `api` by a task in
     /// `tasks`, until the recorder and its clones are dropped.
     pub fn new(tasks: &mut JoinSet<()>, api: LocalApi, component: &'static str) -> Self {
-        let (events, mut pending) = mpsc::channel::<Value>(EVENT_QUEUE);
+        let (events, mut pending) = mpsc::channel::<Event>(EVENT_QUEUE);
         tasks.spawn(async move {
             while let Some(event) = pending.recv().await {
-                let namespace = event["metadata"]["namespace"].as_str().unwrap_or_default();
-                let path = format!("/api/v1/namespaces/{namespace}/events");
-                if let Err(err) = api
-                    .send(Method::POST, &path, "application/json", &event)
-                    .await
-                {
+                if let Err(err) = api.create_unread(&event).await {
                     tracing::debug!(error = %err, "event not written");
                 }
             }
@@ -84,24 +80,34 @@ impl EventRecorder {
         } else {
             about.namespace
         };
-        let event = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": { "name": format!("{}.{nanos:x}", about.name), "namespace": namespace },
-            "involvedObject": {
-                "apiVersion": about.api_version, "kind": about.kind,
-                "name": about.name, "namespace": about.namespace, "uid": about.uid,
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{nanos:x}", about.name)),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
             },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": { "component": self.component },
-            "reportingComponent": self.component,
-            "reportingInstance": "capstan-control",
-            "firstTimestamp": at,
-            "lastTimestamp": at,
-            "count": 1,
-        });
+            involved_object: ObjectReference {
+                api_version: Some(about.api_version.to_owned()),
+                kind: Some(about.kind.to_owned()),
+                name: Some(about.name.to_owned()),
+                namespace: Some(about.namespace.to_owned()),
+                uid: Some(about.uid.to_owned()),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some(kind.to_owned()),
+            source: Some(EventSource {
+                component: Some(self.component.to_owned()),
+                host: None,
+            }),
+            reporting_component: Some(self.component.to_owned()),
+            reporting_instance: Some("capstan-control".to_owned()),
+            first_timestamp: Some(at.clone()),
+            last_timestamp: Some(at),
+            count: Some(1),
+            ..Event::default()
+        };
         if self.events.try_send(event).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {

@@ -9,25 +9,29 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use axum::http::Method;
 use k8s_openapi::{
     api::{
-        core::v1::{Endpoints, Service},
-        discovery::v1::EndpointSlice,
+        core::v1::{
+            EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
+        },
+        discovery::v1::{Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice},
     },
-    apimachinery::pkg::util::intstr::IntOrString,
+    apimachinery::pkg::{
+        apis::meta::v1::{DeleteOptions, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
-use serde_json::{Value, json};
 
 use super::{
     cache::{Cache, Change},
+    ownership::controller_reference,
     pod_view::Pod,
     runtime::Controller,
     work_queue::WorkQueue,
 };
 use crate::{
     informer::InformerEvent,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef},
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -201,66 +205,64 @@ impl EndpointsController {
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.selector.clone())
             .filter(|s| !s.is_empty());
-        let endpoints_path = format!("/api/v1/namespaces/{namespace}/endpoints");
         let Some(service) = service.filter(|_| selector.is_some()) else {
             // Gone, or user-managed: a Service deleted takes its Endpoints
             // along (its slices go with it through their owner reference).
             if !self.services.contains(key) && self.endpoints.contains(key) {
-                self.send_ok(
-                    Method::DELETE,
-                    &format!("{endpoints_path}/{name}"),
-                    &Value::Null,
-                )
-                .await?;
+                let at = ObjectRef::<Endpoints>::new(Some(namespace), name);
+                self.api.delete(&at, &DeleteOptions::default()).await?;
             }
             return Ok(());
         };
         let groups = self.desired(&service);
 
-        let subsets: Vec<Value> = groups
+        let subsets: Vec<EndpointSubset> = groups
             .iter()
             .map(|(ports, addresses)| {
-                let entry = |a: &Address| {
-                    json!({
-                        "ip": a.ip, "nodeName": a.node, "hostname": a.hostname,
-                        "targetRef": { "kind": "Pod", "namespace": namespace, "name": a.pod.0, "uid": a.pod.1 },
-                    })
+                let entry = |a: &Address| EndpointAddress {
+                    ip: a.ip.clone(),
+                    node_name: a.node.clone(),
+                    hostname: a.hostname.clone(),
+                    target_ref: Some(pod_reference(namespace, a)),
                 };
-                let ready: Vec<Value> = addresses.iter().filter(|a| a.ready).map(entry).collect();
-                let not_ready: Vec<Value> = addresses.iter().filter(|a| !a.ready).map(entry).collect();
-                json!({
-                    "addresses": if ready.is_empty() { Value::Null } else { json!(ready) },
-                    "notReadyAddresses": if not_ready.is_empty() { Value::Null } else { json!(not_ready) },
-                    "ports": ports.0.iter().map(|(n, p, proto)| json!({ "name": n, "port": p, "protocol": proto })).collect::<Vec<_>>(),
-                })
+                let ready: Vec<EndpointAddress> =
+                    addresses.iter().filter(|a| a.ready).map(entry).collect();
+                let not_ready: Vec<EndpointAddress> =
+                    addresses.iter().filter(|a| !a.ready).map(entry).collect();
+                EndpointSubset {
+                    addresses: Some(ready).filter(|a| !a.is_empty()),
+                    not_ready_addresses: Some(not_ready).filter(|a| !a.is_empty()),
+                    ports: Some(
+                        ports
+                            .0
+                            .iter()
+                            .map(|(n, p, proto)| EndpointPort {
+                                name: n.clone(),
+                                port: *p,
+                                protocol: Some(proto.clone()),
+                                app_protocol: None,
+                            })
+                            .collect(),
+                    ),
+                }
             })
             .collect();
-        let desired_endpoints = json!({
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": { "name": name, "namespace": namespace, "labels": service.metadata.labels },
-            "subsets": subsets,
-        });
+        let mut desired_endpoints = Endpoints {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: service.metadata.labels.clone(),
+                ..ObjectMeta::default()
+            },
+            subsets: Some(subsets),
+        };
         match self.endpoints.get(key) {
-            None => {
-                self.send_ok(Method::POST, &endpoints_path, &desired_endpoints)
-                    .await?;
-            }
+            None => unless_gone(self.api.create(&desired_endpoints).await)?,
             Some(current) => {
-                let now = serde_json::to_value(&current.subsets).unwrap_or(Value::Null);
-                let want = serde_json::from_value::<Endpoints>(desired_endpoints.clone())
-                    .ok()
-                    .and_then(|e| serde_json::to_value(e.subsets).ok())
-                    .unwrap_or(Value::Null);
-                if now != want {
-                    let mut replacement = desired_endpoints.clone();
-                    replacement["metadata"]["resourceVersion"] =
-                        json!(current.metadata.resource_version);
-                    self.send_ok(
-                        Method::PUT,
-                        &format!("{endpoints_path}/{name}"),
-                        &replacement,
-                    )
-                    .await?;
+                if current.subsets != desired_endpoints.subsets {
+                    desired_endpoints.metadata.resource_version =
+                        current.metadata.resource_version.clone();
+                    self.api.replace(&desired_endpoints).await?;
                 }
             }
         }
@@ -275,7 +277,6 @@ impl EndpointsController {
         name: &str,
         groups: &BTreeMap<PortSetKey, Vec<Address>>,
     ) -> Result<(), LocalApiError> {
-        let path = format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices");
         let mut existing: Vec<Arc<EndpointSlice>> = self
             .slices
             .values()
@@ -289,81 +290,100 @@ impl EndpointsController {
             .cloned()
             .collect();
         existing.sort_by_key(|s| s.metadata.name.clone());
-        let mut wanted: Vec<Value> = Vec::new();
+        let slice = |endpoints: Vec<Endpoint>, ports: Vec<SlicePort>| EndpointSlice {
+            address_type: "IPv4".to_owned(),
+            endpoints,
+            ports: Some(ports),
+            metadata: ObjectMeta::default(),
+        };
+        let mut wanted: Vec<EndpointSlice> = Vec::new();
         for (ports, addresses) in groups {
             for chunk in addresses.chunks(SLICE_SIZE) {
-                wanted.push(json!({
-                    "endpoints": chunk.iter().map(|a| json!({
-                        "addresses": [a.ip],
-                        "conditions": { "ready": a.ready, "serving": a.serving, "terminating": a.terminating },
-                        "nodeName": a.node,
-                        "hostname": a.hostname,
-                        "targetRef": { "kind": "Pod", "namespace": namespace, "name": a.pod.0, "uid": a.pod.1 },
-                    })).collect::<Vec<_>>(),
-                    "ports": ports.0.iter().map(|(n, p, proto)| json!({ "name": n, "port": p, "protocol": proto })).collect::<Vec<_>>(),
-                }));
+                let endpoints = chunk
+                    .iter()
+                    .map(|a| Endpoint {
+                        addresses: vec![a.ip.clone()],
+                        conditions: Some(EndpointConditions {
+                            ready: Some(a.ready),
+                            serving: Some(a.serving),
+                            terminating: Some(a.terminating),
+                        }),
+                        node_name: a.node.clone(),
+                        hostname: a.hostname.clone(),
+                        target_ref: Some(pod_reference(namespace, a)),
+                        ..Endpoint::default()
+                    })
+                    .collect();
+                let ports = ports
+                    .0
+                    .iter()
+                    .map(|(n, p, proto)| SlicePort {
+                        name: n.clone(),
+                        port: Some(*p),
+                        protocol: Some(proto.clone()),
+                        app_protocol: None,
+                    })
+                    .collect();
+                wanted.push(slice(endpoints, ports));
             }
         }
         // An empty Service still has one (empty) slice, as in Kubernetes.
         if wanted.is_empty() {
-            wanted.push(json!({ "endpoints": [], "ports": [] }));
+            wanted.push(slice(Vec::new(), Vec::new()));
         }
-        let owner = json!([{
-            "apiVersion": "v1", "kind": "Service",
-            "name": name, "uid": service.metadata.uid,
-            "controller": true, "blockOwnerDeletion": true,
-        }]);
-        let labels = json!({ SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY });
-        for (i, body) in wanted.iter().enumerate() {
-            let mut slice = body.clone();
-            slice["apiVersion"] = json!("discovery.k8s.io/v1");
-            slice["kind"] = json!("EndpointSlice");
-            slice["addressType"] = json!("IPv4");
+        let labels = BTreeMap::from([
+            (SERVICE_NAME_LABEL.to_owned(), name.to_owned()),
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        ]);
+        let count = wanted.len();
+        for (i, mut slice) in wanted.into_iter().enumerate() {
             match existing.get(i) {
                 Some(current) => {
-                    let same = serde_json::from_value::<EndpointSlice>(slice.clone())
-                        .ok()
-                        .is_some_and(|want| {
-                            want.endpoints == current.endpoints && want.ports == current.ports
-                        });
+                    let same = slice.endpoints == current.endpoints && slice.ports == current.ports;
                     if !same {
-                        slice["metadata"] =
-                            serde_json::to_value(&current.metadata).unwrap_or(Value::Null);
-                        let slice_name = current.metadata.name.clone().unwrap_or_default();
-                        self.send_ok(Method::PUT, &format!("{path}/{slice_name}"), &slice)
-                            .await?;
+                        slice.metadata = current.metadata.clone();
+                        self.api.replace(&slice).await?;
                     }
                 }
                 None => {
-                    slice["metadata"] = json!({
-                        "generateName": format!("{name}-"),
-                        "namespace": namespace,
-                        "labels": labels,
-                        "ownerReferences": owner,
-                    });
-                    self.send_ok(Method::POST, &path, &slice).await?;
+                    slice.metadata = ObjectMeta {
+                        generate_name: Some(format!("{name}-")),
+                        namespace: Some(namespace.to_owned()),
+                        labels: Some(labels.clone()),
+                        owner_references: Some(vec![controller_reference(service)]),
+                        ..ObjectMeta::default()
+                    };
+                    unless_gone(self.api.create(&slice).await)?;
                 }
             }
         }
-        for surplus in existing.iter().skip(wanted.len()) {
-            let slice_name = surplus.metadata.name.clone().unwrap_or_default();
-            self.send_ok(
-                Method::DELETE,
-                &format!("{path}/{slice_name}"),
-                &Value::Null,
-            )
-            .await?;
+        for surplus in existing.iter().skip(count) {
+            let at = ObjectRef::<EndpointSlice>::of(&surplus.metadata);
+            self.api.delete(&at, &DeleteOptions::default()).await?;
         }
         Ok(())
     }
+}
 
-    /// A write; its target being gone already is no failure. A conflict
-    /// (a stale copy) is: the retry works from what the informer brings.
-    async fn send_ok(&self, method: Method, path: &str, body: &Value) -> Result<(), LocalApiError> {
-        self.api
-            .send_if_exists(method, path, "application/json", body)
-            .await
-            .map(drop)
+/// The pod an address is, as Endpoints and EndpointSlices refer to it.
+fn pod_reference(namespace: &str, address: &Address) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(address.pod.0.clone()),
+        uid: Some(address.pod.1.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// A create whose namespace is gone is no failure: the Service goes with
+/// it. A conflict (a stale copy) is one: the retry works from what the
+/// informer brings.
+fn unless_gone<K>(created: Result<K, LocalApiError>) -> Result<(), LocalApiError> {
+    match created {
+        Ok(_) => Ok(()),
+        Err(err) if err.code == 404 => Ok(()),
+        Err(err) => Err(err),
     }
 }
 

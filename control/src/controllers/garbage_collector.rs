@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::{runtime::Controller, work_queue::WorkQueue};
 use crate::{
     informer::{Informed, InformerEvent},
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, served_path},
     registry::ResourceInfo,
 };
 
@@ -98,15 +98,7 @@ impl Item {
     }
 
     fn path(&self) -> String {
-        object_path(self.info, self.namespace.as_deref(), &self.name)
-    }
-}
-
-fn object_path(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
-    let base = info.api_root();
-    match namespace.filter(|_| info.namespaced) {
-        Some(namespace) => format!("{base}/namespaces/{namespace}/{}/{name}", info.plural),
-        None => format!("{base}/{}/{name}", info.plural),
+        served_path(self.info, self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -296,7 +288,7 @@ impl GarbageCollector {
             // A kind capstan does not serve: nothing can say it is gone.
             return Ok(Owner::Present);
         };
-        let path = object_path(info, item.namespace.as_deref(), &owner.name);
+        let path = served_path(info, item.namespace.as_deref(), &owner.name);
         let found = self
             .api
             .send_if_exists(Method::GET, &path, "application/json", &Value::Null)

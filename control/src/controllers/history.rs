@@ -9,12 +9,19 @@
 //! new revision), a new one gets a new revision. Revisions no pod uses,
 //! beyond the owner's revisionHistoryLimit, are deleted oldest first.
 
-use std::{collections::HashSet, sync::Arc};
-
-use axum::http::Method;
-use k8s_openapi::{
-    api::apps::v1::ControllerRevision, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
 };
+
+use k8s_openapi::{
+    api::apps::v1::ControllerRevision,
+    apimachinery::pkg::{
+        apis::meta::v1::{DeleteOptions, ObjectMeta, OwnerReference},
+        runtime::RawExtension,
+    },
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
@@ -24,7 +31,7 @@ use super::{
 };
 use crate::{
     informer::InformerEvent,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
 };
 
 /// The label a StatefulSet's revisions carry their hash in (its pods
@@ -237,10 +244,20 @@ pub async fn ensure(
         }
         Step::Collision => return Ok(Ensured::Collided),
         Step::Renumber(older, revision) => {
-            let path = path(namespace, &name_of(older));
+            let at = ObjectRef::<ControllerRevision>::of(&older.metadata);
             let patch = json!({ "revision": revision });
-            api.send(Method::PATCH, &path, "application/merge-patch+json", &patch)
-                .await?;
+            if api
+                .patch(&at, None, PatchType::Merge, &patch)
+                .await?
+                .is_none()
+            {
+                // Deleted since the informer showed it: this pass's plan
+                // is stale, and the next makes the revision anew.
+                return Err(LocalApiError {
+                    code: 404,
+                    message: format!("controllerrevision {} is gone", name_of(older)),
+                });
+            }
             return Ok(Ensured::Revision(Kept::of(
                 older,
                 owner.hash_label,
@@ -249,34 +266,29 @@ pub async fn ensure(
         }
         Step::Create { revision } => revision,
     };
-    let mut labels = owner.template["metadata"]["labels"].clone();
-    if !labels.is_object() {
-        labels = json!({});
-    }
-    labels[owner.hash_label] = json!(owner.hash());
-    let body = json!({
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": owner.meta.annotations,
-            "ownerReferences": [{
-                "apiVersion": "apps/v1",
-                "kind": owner.kind,
-                "name": owner.name(),
-                "uid": owner.meta.uid,
-                "controller": true,
-                "blockOwnerDeletion": true,
-            }],
+    let mut labels = BTreeMap::<String, String>::deserialize(&owner.template["metadata"]["labels"])
+        .unwrap_or_default();
+    labels.insert(owner.hash_label.to_owned(), owner.hash());
+    let body = ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            annotations: owner.meta.annotations.clone(),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".to_owned(),
+                kind: owner.kind.to_owned(),
+                name: owner.name().to_owned(),
+                uid: owner.meta.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
         },
-        "data": data,
-        "revision": revision,
-    });
-    let collection = format!("/apis/apps/v1/namespaces/{namespace}/controllerrevisions");
-    api.send(Method::POST, &collection, "application/json", &body)
-        .await?;
+        data: Some(RawExtension(data)),
+        revision,
+    };
+    api.create(&body).await?;
     Ok(Ensured::Revision(Kept {
         name,
         hash: owner.hash(),
@@ -309,20 +321,14 @@ pub async fn prune(
     limit: i32,
 ) -> Result<(), LocalApiError> {
     for revision in surplus(owned, live, limit) {
-        let namespace = revision.metadata.namespace.as_deref().unwrap_or_default();
-        let path = path(namespace, &name_of(revision));
-        api.send_if_exists(Method::DELETE, &path, "application/json", &Value::Null)
-            .await?;
+        let at = ObjectRef::<ControllerRevision>::of(&revision.metadata);
+        api.delete(&at, &DeleteOptions::default()).await?;
     }
     Ok(())
 }
 
 fn name_of(revision: &ControllerRevision) -> String {
     revision.metadata.name.clone().unwrap_or_default()
-}
-
-fn path(namespace: &str, name: &str) -> String {
-    format!("/apis/apps/v1/namespaces/{namespace}/controllerrevisions/{name}")
 }
 
 #[cfg(test)]

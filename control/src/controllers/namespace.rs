@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use axum::http::Method;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::DeleteOptions};
 use serde_json::{Value, json};
 
 use super::{
@@ -19,7 +18,7 @@ use super::{
 use crate::{
     clock::now,
     informer::InformerEvent,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
     registry::ResourceInfo,
 };
 
@@ -33,10 +32,6 @@ pub struct NamespaceController {
     kinds: Vec<&'static ResourceInfo>,
     namespaces: Cache<Namespace>,
     queue: WorkQueue,
-}
-
-fn collection_path(info: &ResourceInfo, namespace: &str) -> String {
-    format!("{}/namespaces/{namespace}/{}", info.api_root(), info.plural)
 }
 
 fn is_deleting(namespace: &Namespace) -> bool {
@@ -63,20 +58,13 @@ impl Controller for NamespaceController {
             return Ok(None);
         }
         let mut remaining: Vec<(&'static ResourceInfo, usize)> = Vec::new();
+        let options = DeleteOptions {
+            propagation_policy: Some("Background".to_owned()),
+            ..DeleteOptions::default()
+        };
         for &info in &self.kinds {
-            let path = collection_path(info, name);
-            let options = json!({
-                "apiVersion": "v1", "kind": "DeleteOptions",
-                "propagationPolicy": "Background",
-            });
-            self.api
-                .send(Method::DELETE, &path, "application/json", &options)
-                .await?;
-            let left = self
-                .api
-                .send(Method::GET, &path, "application/json", &Value::Null)
-                .await?;
-            let count = left["items"].as_array().map_or(0, Vec::len);
+            self.api.delete_collection_of(info, name, &options).await?;
+            let count = self.api.count_of(info, name).await?;
             if count > 0 {
                 remaining.push((info, count));
             }
@@ -89,14 +77,7 @@ impl Controller for NamespaceController {
         if let Some(finalizers) = finalized.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
             finalizers.retain(|f| f != FINALIZER);
         }
-        self.api
-            .send_if_exists(
-                Method::PUT,
-                &format!("/api/v1/namespaces/{name}/finalize"),
-                "application/json",
-                &json!(finalized),
-            )
-            .await?;
+        self.api.replace_subresource(&finalized, "finalize").await?;
         tracing::info!(namespace = name, "namespace emptied and finalized");
         Ok(None)
     }
@@ -169,16 +150,9 @@ impl NamespaceController {
             .collect();
         others.push(condition);
         let patch = json!({ "status": { "conditions": others } });
+        let at = ObjectRef::<Namespace>::of(&namespace.metadata);
         self.api
-            .send_if_exists(
-                Method::PATCH,
-                &format!(
-                    "/api/v1/namespaces/{}/status",
-                    namespace.metadata.name.as_deref().unwrap_or_default()
-                ),
-                "application/merge-patch+json",
-                &patch,
-            )
+            .patch(&at, Some("status"), PatchType::Merge, &patch)
             .await
             .map(drop)
     }

@@ -4,7 +4,7 @@
 //! event).
 
 use k8s_openapi::{
-    api::core::v1::PodCondition,
+    api::core::v1::{Pod as PodObject, PodCondition},
     apimachinery::pkg::{
         apis::meta::v1::{ObjectMeta, OwnerReference},
         util::intstr::IntOrString,
@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 use serde::Deserialize;
 
-use crate::informer::Informed;
+use crate::{informer::Informed, local_api::ObjectRef};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Pod {
@@ -89,13 +89,10 @@ impl Pod {
         )
     }
 
-    /// The pod's path in the API.
-    pub fn path(&self) -> String {
-        format!(
-            "/api/v1/namespaces/{}/pods/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
-        )
+    /// The pod as the API addresses it: this view is not an object the
+    /// typed requests know, the pod it describes is.
+    pub fn object_ref(&self) -> ObjectRef<PodObject> {
+        ObjectRef::of(&self.metadata)
     }
 
     pub fn controller_ref(&self) -> Option<&OwnerReference> {

@@ -1,8 +1,9 @@
 //! A client of the API router in-process, for the scheduler and the
 //! controllers: requests go through the same routes, authorisation,
 //! defaulting and validation as a remote client's, without a socket.
-//! Callers use the typed requests of [`typed`]; [`LocalApi::send`] is the
-//! transport beneath them.
+//! Callers use the typed requests of [`typed`]; [`LocalApi::send`] is for
+//! the garbage collector, which addresses objects of every served kind by
+//! path and reads only their metadata.
 
 mod typed;
 
@@ -10,13 +11,13 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes},
     http::{Method, Request},
 };
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub use self::typed::{Addressable, ObjectRef, PatchType, collection};
+pub use self::typed::{Addressable, ObjectRef, PatchType, collection, served_path};
 
 /// An API answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +51,28 @@ impl LocalApi {
         content_type: &str,
         body: &Value,
     ) -> Result<Value, LocalApiError> {
-        let failed = |err: &dyn std::fmt::Display| LocalApiError {
-            code: 0,
-            message: err.to_string(),
-        };
         let body = if body.is_null() {
             Body::empty()
         } else {
             Body::from(body.to_string())
+        };
+        let answer = self.exchange(method, path, content_type, body).await?;
+        Ok(serde_json::from_slice::<Value>(&answer).unwrap_or(Value::Null))
+    }
+
+    /// The request and a successful answer's bytes, not decoded: typed
+    /// requests decode them straight into their type, or not at all when
+    /// nothing is kept of them (a binding, an event).
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Bytes, LocalApiError> {
+        let failed = |err: &dyn std::fmt::Display| LocalApiError {
+            code: 0,
+            message: err.to_string(),
         };
         let request = Request::builder()
             .method(method)
@@ -76,10 +91,10 @@ impl LocalApi {
         let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
             .await
             .map_err(|err| failed(&err))?;
-        let value = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(value);
+            return Ok(bytes);
         }
+        let value = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
         let message = value["message"]
             .as_str()
             .map(str::to_owned)
@@ -99,10 +114,15 @@ impl LocalApi {
         content_type: &str,
         body: &Value,
     ) -> Result<Option<Value>, LocalApiError> {
-        match self.send(method, path, content_type, body).await {
-            Ok(value) => Ok(Some(value)),
-            Err(err) if err.code == 404 => Ok(None),
-            Err(err) => Err(err),
-        }
+        if_exists(self.send(method, path, content_type, body).await)
+    }
+}
+
+/// A target that is gone (404) as None.
+fn if_exists<T>(result: Result<T, LocalApiError>) -> Result<Option<T>, LocalApiError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(err) if err.code == 404 => Ok(None),
+        Err(err) => Err(err),
     }
 }

@@ -3,7 +3,11 @@
 //! bindings, the PodScheduled=False condition of an unschedulable pod, and
 //! events (FailedScheduling, Scheduled) through the event recorder.
 
-use axum::{Router, http::Method};
+use axum::Router;
+use k8s_openapi::{
+    api::core::v1::{Binding, ObjectReference, Pod},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -12,7 +16,7 @@ pub use crate::local_api::LocalApiError as WriteError;
 use crate::{
     clock::now,
     events::{EventRecorder, Involved},
-    local_api::LocalApi,
+    local_api::{LocalApi, ObjectRef, PatchType},
 };
 
 /// Who the scheduler's events say they come from.
@@ -35,20 +39,23 @@ impl ApiWriter {
 
     /// POST pods/<name>/binding, guarded by the pod's uid.
     pub async fn bind(&self, pod: &PodInfo, node: &str) -> Result<(), WriteError> {
-        let binding = json!({
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": { "name": pod.name, "namespace": pod.namespace, "uid": pod.uid },
-            "target": { "apiVersion": "v1", "kind": "Node", "name": node },
-        });
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}/binding",
-            pod.namespace, pod.name
-        );
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                uid: Some(pod.uid.clone()),
+                ..ObjectMeta::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Node".to_owned()),
+                name: Some(node.to_owned()),
+                ..ObjectReference::default()
+            },
+        };
         self.client
-            .send(Method::POST, &path, "application/json", &binding)
+            .create_subresource::<Pod, _>(&binding, "binding")
             .await
-            .map(drop)
     }
 
     /// Sets PodScheduled=False (reason Unschedulable) with `message`.
@@ -63,17 +70,9 @@ impl ApiWriter {
                 "lastTransitionTime": now(),
             }] },
         });
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}/status",
-            pod.namespace, pod.name
-        );
+        let at = ObjectRef::<Pod>::new(Some(&pod.namespace), &pod.name);
         self.client
-            .send(
-                Method::PATCH,
-                &path,
-                "application/strategic-merge-patch+json",
-                &patch,
-            )
+            .patch(&at, Some("status"), PatchType::Strategic, &patch)
             .await
             .map(drop)
     }

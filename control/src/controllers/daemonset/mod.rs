@@ -34,7 +34,7 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, DaemonSet},
-        core::v1::{Node, PodSpec},
+        core::v1::{Node, Pod as PodObject, PodSpec},
     },
     jiff::Timestamp,
 };
@@ -367,14 +367,14 @@ impl DaemonSetController {
         (go, wait)
     }
 
-    /// Creates a pod from `body` on each of `nodes` (in batches of 1, 2,
-    /// 4, ... as Kubernetes' slow start does) and deletes `pods`, the
+    /// Creates the pod `body` on each of `nodes` (in batches of 1, 2, 4,
+    /// ... as Kubernetes' slow start does) and deletes `pods`, the
     /// `stranded` ones at once, expecting to see each write come back.
     async fn sync(
         &mut self,
         key: &str,
         ds: &DaemonSet,
-        body: &Value,
+        body: &PodObject,
         nodes: &[&str],
         pods: &[&Pod],
         stranded: &[&Pod],

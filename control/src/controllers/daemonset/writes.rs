@@ -4,8 +4,13 @@
 //! them. Each write reports what will not come back through the
 //! informers, so the controller can lower what it expects.
 
-use axum::http::Method;
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::PodSpec};
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Pod as PodObject, PodSpec},
+    },
+    apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta},
+};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -15,7 +20,7 @@ use super::{
 };
 use crate::{
     events::{EventRecorder, Involved},
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
 };
 
 /// Who the controller's events say they come from.
@@ -53,26 +58,19 @@ impl Writer {
         }
     }
 
-    /// Creates a pod from `body` on each of `nodes`, in batches of 1, 2,
-    /// 4, ... (Kubernetes' slow start: a failing template costs one
-    /// error, not hundreds); stops after a batch with a failure.
-    pub async fn create_pods(&self, ds: &DaemonSet, body: &Value, nodes: &[&str]) -> Outcome {
-        let path = format!(
-            "/api/v1/namespaces/{}/pods",
-            ds.metadata.namespace.as_deref().unwrap_or_default()
-        );
+    /// Creates `pod` on each of `nodes`, in batches of 1, 2, 4, ...
+    /// (Kubernetes' slow start: a failing template costs one error, not
+    /// hundreds); stops after a batch with a failure.
+    pub async fn create_pods(&self, ds: &DaemonSet, pod: &PodObject, nodes: &[&str]) -> Outcome {
         let mut done = 0;
         let mut batch = 1;
         while done < nodes.len() {
             let chunk = &nodes[done..(done + batch).min(nodes.len())];
             let mut calls = JoinSet::new();
             for node in chunk {
-                let (api, path, mut body) = (self.api.clone(), path.clone(), body.clone());
-                body["spec"]["nodeName"] = json!(node);
-                calls.spawn(async move {
-                    api.send(Method::POST, &path, "application/json", &body)
-                        .await
-                });
+                let (api, mut pod) = (self.api.clone(), pod.clone());
+                pod.spec.get_or_insert_default().node_name = Some((*node).to_owned());
+                calls.spawn(async move { api.create(&pod).await });
             }
             done += chunk.len();
             let mut failure = None;
@@ -80,7 +78,7 @@ impl Writer {
             while let Some(result) = calls.join_next().await {
                 match result.map_err(|err| join_error(&err)) {
                     Ok(Ok(pod)) => {
-                        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                        let name = pod.metadata.name.unwrap_or_default();
                         self.record(
                             ds,
                             "Normal",
@@ -114,16 +112,15 @@ impl Writer {
         let mut calls = JoinSet::new();
         for (pod, now) in pods {
             let api = self.api.clone();
-            let mut path = pod.path();
-            if *now {
-                path.push_str("?gracePeriodSeconds=0");
-            }
+            let at = pod.object_ref();
+            let options = DeleteOptions {
+                grace_period_seconds: now.then_some(0),
+                ..DeleteOptions::default()
+            };
             let name = pod.metadata.name.clone().unwrap_or_default();
             let counted = pod.metadata.deletion_timestamp.is_none();
             calls.spawn(async move {
-                let result = api
-                    .send(Method::DELETE, &path, "application/json", &Value::Null)
-                    .await;
+                let result = api.delete(&at, &options).await;
                 (name, counted, result)
             });
         }
@@ -137,19 +134,18 @@ impl Writer {
                 }
             };
             match result {
-                Ok(_) => self.record(
+                Ok(Some(())) => self.record(
                     ds,
                     "Normal",
                     "SuccessfulDelete",
                     &format!("Deleted pod: {name}"),
                 ),
+                Ok(None) => outcome.unobserved += usize::from(counted),
                 Err(error) => {
                     outcome.unobserved += usize::from(counted);
-                    if error.code != 404 {
-                        let message = format!("Error deleting: {}", error.message);
-                        self.record(ds, "Warning", "FailedDelete", &message);
-                        outcome.error = Some(error);
-                    }
+                    let message = format!("Error deleting: {}", error.message);
+                    self.record(ds, "Warning", "FailedDelete", &message);
+                    outcome.error = Some(error);
                 }
             }
         }
@@ -207,14 +203,10 @@ impl Writer {
     }
 
     async fn patch_status(&self, ds: &DaemonSet, status: Value) -> Result<(), LocalApiError> {
-        let path = format!(
-            "/apis/apps/v1/namespaces/{}/daemonsets/{}/status",
-            ds.metadata.namespace.as_deref().unwrap_or_default(),
-            ds.metadata.name.as_deref().unwrap_or_default()
-        );
+        let at = ObjectRef::<DaemonSet>::of(&ds.metadata);
         let patch = json!({ "status": status });
         self.api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .patch(&at, Some("status"), PatchType::Merge, &patch)
             .await
             .map(drop)
     }
@@ -229,7 +221,7 @@ impl Writer {
 /// A new pod of `ds` (its node still to be set): the template with the
 /// daemon tolerations (`spec`), named `<ds>-<random>`, labelled with the
 /// template's hash, owned by the set.
-pub fn new_pod(ds: &DaemonSet, spec: &PodSpec, hash: &str) -> Value {
+pub fn new_pod(ds: &DaemonSet, spec: &PodSpec, hash: &str) -> PodObject {
     let meta = ds
         .spec
         .as_ref()
@@ -237,17 +229,21 @@ pub fn new_pod(ds: &DaemonSet, spec: &PodSpec, hash: &str) -> Value {
         .unwrap_or_default();
     let mut labels = meta.labels.unwrap_or_default();
     labels.insert(REVISION_LABEL.to_owned(), hash.to_owned());
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": format!("{}-", ds.metadata.name.as_deref().unwrap_or_default()),
-            "labels": labels,
-            "annotations": meta.annotations,
-            "ownerReferences": [controller_reference(ds)],
+    PodObject {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}-",
+                ds.metadata.name.as_deref().unwrap_or_default()
+            )),
+            namespace: ds.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: meta.annotations,
+            owner_references: Some(vec![controller_reference(ds)]),
+            ..ObjectMeta::default()
         },
-        "spec": spec,
-    })
+        spec: Some(spec.clone()),
+        status: None,
+    }
 }
 
 #[cfg(test)]
@@ -269,7 +265,7 @@ mod tests {
         .unwrap();
         let mut spec = ds.spec.clone().unwrap().template.spec.unwrap();
         super::super::placement::add_daemon_tolerations(&mut spec);
-        let pod = new_pod(&ds, &spec, "h1");
+        let pod = serde_json::to_value(new_pod(&ds, &spec, "h1")).unwrap();
         assert_eq!(pod["metadata"]["generateName"], "agent-");
         assert_eq!(pod["metadata"]["labels"]["app"], "agent");
         assert_eq!(pod["metadata"]["labels"][REVISION_LABEL], "h1");

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use serde_json::Value;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::TIMEOUT;
 use crate::controllers::pod_view::Pod;
@@ -19,11 +19,12 @@ pub enum Expected {
 }
 
 impl Expected {
-    /// The object the API answered a write with, or a later version.
-    pub fn seen(object: &Value) -> Self {
+    /// The object the API answered a write with (its metadata), or a
+    /// later version.
+    pub fn seen(meta: &ObjectMeta) -> Self {
         Self::Seen(
-            object["metadata"]["resourceVersion"]
-                .as_str()
+            meta.resource_version
+                .as_deref()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         )
@@ -104,7 +105,10 @@ mod tests {
     #[test]
     fn a_write_is_met_by_its_version_or_a_later_one_not_an_earlier_one() {
         let mut expectations = PodExpectations::default();
-        let created = json!({ "metadata": { "resourceVersion": "10" } });
+        let created = ObjectMeta {
+            resource_version: Some("10".into()),
+            ..ObjectMeta::default()
+        };
         expectations.expect("ns/web", "ns/web-0".into(), Expected::seen(&created));
         assert!(!expectations.met("ns/web"));
         assert!(expectations.met("ns/other"), "another set is not held up");

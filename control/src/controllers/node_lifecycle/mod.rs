@@ -18,13 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::Method;
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
         core::v1::{Node, NodeCondition, Pod, Taint},
     },
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{DeleteOptions, Preconditions, Time},
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
@@ -38,7 +37,7 @@ use super::{
 use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
 };
 
 /// How often a node with NoExecute taints is looked at again for pods
@@ -158,14 +157,8 @@ impl Controller for NodeLifecycleController {
                 "metadata": { "resourceVersion": node.metadata.resource_version },
                 "spec": { "taints": if wanted.is_empty() { Value::Null } else { json!(wanted) } },
             });
-            self.api
-                .send_if_exists(
-                    Method::PATCH,
-                    &format!("/api/v1/nodes/{name}"),
-                    "application/merge-patch+json",
-                    &patch,
-                )
-                .await?;
+            let at = ObjectRef::<Node>::of(&node.metadata);
+            self.api.patch(&at, None, PatchType::Merge, &patch).await?;
             return Ok(None);
         }
         if current.iter().any(|t| t.effect == "NoExecute") {
@@ -269,10 +262,10 @@ impl NodeLifecycleController {
             "metadata": { "resourceVersion": node.metadata.resource_version },
             "status": { "conditions": silent_conditions(node, now) },
         });
-        let path = format!("/api/v1/nodes/{name}/status");
+        let at = ObjectRef::<Node>::of(&node.metadata);
         if self
             .api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .patch(&at, Some("status"), PatchType::Merge, &patch)
             .await?
             .is_none()
         {
@@ -300,18 +293,9 @@ impl NodeLifecycleController {
             let patch = json!({ "status": { "conditions": [{
                 "type": "Ready", "status": "False", "lastTransitionTime": Time(now),
             }] } });
-            let path = format!(
-                "/api/v1/namespaces/{}/pods/{}/status",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default(),
-            );
+            let at = ObjectRef::<Pod>::of(&pod.metadata);
             self.api
-                .send_if_exists(
-                    Method::PATCH,
-                    &path,
-                    "application/strategic-merge-patch+json",
-                    &patch,
-                )
+                .patch(&at, Some("status"), PatchType::Strategic, &patch)
                 .await?;
             self.events.record(
                 Involved::of("v1", "Pod", &pod.metadata),
@@ -346,23 +330,19 @@ impl NodeLifecycleController {
                 }
                 Eviction::At(_) | Eviction::Now => {}
             }
-            let path = format!(
-                "/api/v1/namespaces/{}/pods/{}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default(),
-            );
-            let options = json!({
-                "apiVersion": "v1", "kind": "DeleteOptions",
-                "preconditions": { "uid": pod.metadata.uid },
-            });
-            match self
-                .api
-                .send(Method::DELETE, &path, "application/json", &options)
-                .await
-            {
-                Ok(_) => {}
+            let at = ObjectRef::<Pod>::of(&pod.metadata);
+            let options = DeleteOptions {
+                preconditions: Some(Preconditions {
+                    uid: pod.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteOptions::default()
+            };
+            match self.api.delete(&at, &options).await {
+                Ok(Some(())) => {}
                 // Gone or replaced meanwhile: nothing of ours to evict.
-                Err(err) if err.code == 404 || err.code == 409 => continue,
+                Ok(None) => continue,
+                Err(err) if err.code == 409 => continue,
                 Err(err) => return Err(err),
             }
             self.events.record(
@@ -380,20 +360,8 @@ impl NodeLifecycleController {
     }
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, LocalApiError> {
-        let list = self
-            .api
-            .send(
-                Method::GET,
-                &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"),
-                "application/json",
-                &Value::Null,
-            )
-            .await?;
-        Ok(list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| serde_json::from_value(item.clone()).ok())
-            .collect())
+        let selector = format!("spec.nodeName={node}");
+        let list = self.api.list_by_fields::<Pod>(None, &selector).await?;
+        Ok(list.items)
     }
 }

@@ -3,8 +3,15 @@
 //! from, and the pod made from a template for one ordinal (hostname the
 //! pod's name, subdomain the set's governing Service, owned by the set).
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use serde_json::{Map, Value, json};
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{Pod as PodObject, PodTemplateSpec},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::controllers::{ownership::controller_reference, pod_view::Pod};
 
@@ -60,39 +67,46 @@ pub fn label_patch(pod_name: &str, ordinal: i32) -> Value {
 }
 
 /// The pod of `set` at `ordinal`, made from `template` (the JSON of a pod
-/// template) at `revision`. Volume claim templates are not turned into
-/// volumes: there is no storage to claim yet.
-pub fn new_pod(set: &StatefulSet, template: &Value, revision: &str, ordinal: i32) -> Value {
+/// template, as a revision keeps it) at `revision`; an error if the
+/// template is no pod template. Volume claim templates are not turned
+/// into volumes: there is no storage to claim yet.
+pub fn new_pod(
+    set: &StatefulSet,
+    template: &Value,
+    revision: &str,
+    ordinal: i32,
+) -> Result<PodObject, serde_json::Error> {
+    let template = PodTemplateSpec::deserialize(template)?;
     let set_name = set.metadata.name.as_deref().unwrap_or_default();
     let name = pod_name(set_name, ordinal);
-    let meta = &template["metadata"];
-    let mut labels = meta["labels"].as_object().cloned().unwrap_or_default();
-    labels.insert(POD_NAME.to_owned(), json!(name));
-    labels.insert(POD_INDEX.to_owned(), json!(ordinal.to_string()));
-    labels.insert(REVISION.to_owned(), json!(revision));
-    let mut metadata = Map::new();
-    metadata.insert("name".to_owned(), json!(name));
-    metadata.insert("labels".to_owned(), Value::Object(labels));
-    for copied in ["annotations", "finalizers"] {
-        if !meta[copied].is_null() {
-            metadata.insert(copied.to_owned(), meta[copied].clone());
-        }
-    }
-    metadata.insert(
-        "ownerReferences".to_owned(),
-        json!([controller_reference(set)]),
-    );
-    let mut spec = template["spec"].clone();
-    spec["hostname"] = json!(name);
+    let meta = template.metadata.unwrap_or_default();
+    let mut labels = meta.labels.unwrap_or_default();
+    labels.insert(POD_NAME.to_owned(), name.clone());
+    labels.insert(POD_INDEX.to_owned(), ordinal.to_string());
+    labels.insert(REVISION.to_owned(), revision.to_owned());
+    let mut spec = template.spec.unwrap_or_default();
+    spec.hostname = Some(name.clone());
     if let Some(service) = set
         .spec
         .as_ref()
         .and_then(|s| s.service_name.as_deref())
         .filter(|s| !s.is_empty())
     {
-        spec["subdomain"] = json!(service);
+        spec.subdomain = Some(service.to_owned());
     }
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec })
+    Ok(PodObject {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: set.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![controller_reference(set)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
 }
 
 #[cfg(test)]
@@ -130,7 +144,7 @@ mod tests {
         .unwrap();
         let template = serde_json::to_value(&set.spec.as_ref().unwrap().template).unwrap();
         let revision = "web-5d8fb6c7".to_owned();
-        let pod = new_pod(&set, &template, &revision, 2);
+        let pod = serde_json::to_value(new_pod(&set, &template, &revision, 2).unwrap()).unwrap();
         let labels = &pod["metadata"]["labels"];
         assert_eq!(pod["metadata"]["name"], "web-2");
         assert_eq!(labels["app"], "web");

@@ -13,9 +13,9 @@ mod plan;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use axum::http::Method;
 use k8s_openapi::{
     api::apps::v1::{ControllerRevision, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::{DeleteOptions, Preconditions},
     jiff::Timestamp,
 };
 use serde_json::{Value, json};
@@ -35,7 +35,7 @@ use crate::{
     events::{EventRecorder, Involved},
     informer::InformerEvent,
     labels::Selector,
-    local_api::{LocalApi, LocalApiError},
+    local_api::{LocalApi, LocalApiError, ObjectRef, PatchType},
 };
 
 /// The component its events come from, as Kubernetes names it.
@@ -298,17 +298,21 @@ impl StatefulSetController {
         let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
         let set_name = set.metadata.name.as_deref().unwrap_or_default();
         let name = identity::pod_name(set_name, ordinal);
-        let body = identity::new_pod(set, template, revision, ordinal);
-        let path = format!("/api/v1/namespaces/{namespace}/pods");
         let verb = format!("create Pod {name} in StatefulSet {set_name}");
-        match self
-            .api
-            .send(Method::POST, &path, "application/json", &body)
-            .await
-        {
+        let created = match identity::new_pod(set, template, revision, ordinal) {
+            Ok(pod) => self.api.create(&pod).await,
+            // A revision whose data is no pod template (edited by hand):
+            // reported as the API's refusal of such a pod would be.
+            Err(err) => Err(LocalApiError {
+                code: 0,
+                message: format!("the revision's pod template: {err}"),
+            }),
+        };
+        match created {
             Ok(created) => {
                 let pod = object_key(Some(namespace), Some(&name));
-                self.expectations.expect(key, pod, Expected::seen(&created));
+                self.expectations
+                    .expect(key, pod, Expected::seen(&created.metadata));
                 self.record(
                     set,
                     "Normal",
@@ -335,23 +339,23 @@ impl StatefulSetController {
     ) -> Result<(), LocalApiError> {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let options = json!({
-            "apiVersion": "v1", "kind": "DeleteOptions", "preconditions": { "uid": uid },
-        });
+        let options = DeleteOptions {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteOptions::default()
+        };
         let verb = format!(
             "delete Pod {name} in StatefulSet {}",
             set.metadata.name.as_deref().unwrap_or_default()
         );
-        match self
-            .api
-            .send(Method::DELETE, &pod.path(), "application/json", &options)
-            .await
-        {
-            Ok(deleted) => {
+        match self.api.delete_returning(&pod.object_ref(), &options).await {
+            Ok(Some(deleted)) => {
                 // A pod on a node is only marked deleting; its agent
                 // removes it.
-                let expected = if deleted["metadata"]["deletionTimestamp"].is_string() {
-                    Expected::seen(&deleted)
+                let expected = if deleted.metadata.deletion_timestamp.is_some() {
+                    Expected::seen(&deleted.metadata)
                 } else {
                     Expected::Gone(uid)
                 };
@@ -366,7 +370,8 @@ impl StatefulSetController {
             }
             // Gone already, or made again since: what this pass saw was
             // stale, and the informer will tell.
-            Err(err) if err.code == 404 || err.code == 409 => Ok(()),
+            Ok(None) => Ok(()),
+            Err(err) if err.code == 409 => Ok(()),
             Err(err) => {
                 let message = format!("{verb} failed error: {}", err.message);
                 self.record(set, "Warning", "FailedDelete", &message);
@@ -377,15 +382,14 @@ impl StatefulSetController {
 
     async fn relabel(&mut self, key: &str, pod: &Pod, ordinal: i32) -> Result<(), LocalApiError> {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let path = pod.path();
         let patch = identity::label_patch(name, ordinal);
         if let Some(patched) = self
             .api
-            .send_if_exists(Method::PATCH, &path, "application/merge-patch+json", &patch)
+            .patch(&pod.object_ref(), None, PatchType::Merge, &patch)
             .await?
         {
             self.expectations
-                .expect(key, pod.key(), Expected::seen(&patched));
+                .expect(key, pod.key(), Expected::seen(&patched.metadata));
         }
         Ok(())
     }
@@ -439,18 +443,10 @@ impl StatefulSetController {
     }
 
     async fn patch_status(&self, set: &StatefulSet, status: Value) -> Result<(), LocalApiError> {
-        let path = format!(
-            "/apis/apps/v1/namespaces/{}/statefulsets/{}/status",
-            set.metadata.namespace.as_deref().unwrap_or_default(),
-            set.metadata.name.as_deref().unwrap_or_default()
-        );
+        let at = ObjectRef::<StatefulSet>::of(&set.metadata);
+        let patch = json!({ "status": status });
         self.api
-            .send_if_exists(
-                Method::PATCH,
-                &path,
-                "application/merge-patch+json",
-                &json!({ "status": status }),
-            )
+            .patch(&at, Some("status"), PatchType::Merge, &patch)
             .await
             .map(drop)
     }
