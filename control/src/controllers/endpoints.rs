@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     informer::InformerEvent,
-    local_api::{LocalApi, LocalApiError, ObjectRef},
+    local_api::{LocalApi, LocalApiError, ObjectRef, if_exists},
 };
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -257,7 +257,10 @@ impl EndpointsController {
             subsets: Some(subsets),
         };
         match self.endpoints.get(key) {
-            None => unless_gone(self.api.create(&desired_endpoints).await)?,
+            None => {
+                // A namespace gone is no failure: the Service goes with it.
+                if_exists(self.api.create(&desired_endpoints).await)?;
+            }
             Some(current) => {
                 if current.subsets != desired_endpoints.subsets {
                     desired_endpoints.metadata.resource_version =
@@ -353,7 +356,7 @@ impl EndpointsController {
                         owner_references: Some(vec![controller_reference(service)]),
                         ..ObjectMeta::default()
                     };
-                    unless_gone(self.api.create(&slice).await)?;
+                    if_exists(self.api.create(&slice).await)?;
                 }
             }
         }
@@ -373,17 +376,6 @@ fn pod_reference(namespace: &str, address: &Address) -> ObjectReference {
         name: Some(address.pod.0.clone()),
         uid: Some(address.pod.1.clone()),
         ..ObjectReference::default()
-    }
-}
-
-/// A create whose namespace is gone is no failure: the Service goes with
-/// it. A conflict (a stale copy) is one: the retry works from what the
-/// informer brings.
-fn unless_gone<K>(created: Result<K, LocalApiError>) -> Result<(), LocalApiError> {
-    match created {
-        Ok(_) => Ok(()),
-        Err(err) if err.code == 404 => Ok(()),
-        Err(err) => Err(err),
     }
 }
 

@@ -118,8 +118,9 @@ impl LocalApi {
     }
 }
 
-/// A target that is gone (404) as None.
-fn if_exists<T>(result: Result<T, LocalApiError>) -> Result<Option<T>, LocalApiError> {
+/// A target that is gone (404) as None: for writers that act on what they
+/// saw, and find it deleted since.
+pub fn if_exists<T>(result: Result<T, LocalApiError>) -> Result<Option<T>, LocalApiError> {
     match result {
         Ok(found) => Ok(Some(found)),
         Err(err) if err.code == 404 => Ok(None),

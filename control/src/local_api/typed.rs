@@ -246,12 +246,8 @@ impl LocalApi {
         K: Addressable + Metadata<Ty = ObjectMeta>,
     {
         let path = ObjectRef::<K>::of(object.metadata()).path();
-        let replaced = self
-            .exchange(Method::PUT, &path, JSON, encoded(object)?)
-            .await;
-        if_exists(replaced)?
-            .map(|answer| decoded(&answer))
-            .transpose()
+        self.read_if_exists(Method::PUT, &path, JSON, encoded(object)?)
+            .await
     }
 
     /// Replaces the part `subresource` of `object` with its own (a
@@ -266,12 +262,8 @@ impl LocalApi {
         K: Addressable + Metadata<Ty = ObjectMeta>,
     {
         let path = ObjectRef::<K>::of(object.metadata()).subresource_path(subresource);
-        let replaced = self
-            .exchange(Method::PUT, &path, JSON, encoded(object)?)
-            .await;
-        if_exists(replaced)?
-            .map(|answer| decoded(&answer))
-            .transpose()
+        self.read_if_exists(Method::PUT, &path, JSON, encoded(object)?)
+            .await
     }
 
     /// Patches the object `at` (or, with `subresource`, e.g. "status",
@@ -288,12 +280,8 @@ impl LocalApi {
             None => at.path(),
         };
         let body = Body::from(patch.to_string());
-        let patched = self
-            .exchange(Method::PATCH, &path, kind.content_type(), body)
-            .await;
-        if_exists(patched)?
-            .map(|answer| decoded(&answer))
-            .transpose()
+        self.read_if_exists(Method::PATCH, &path, kind.content_type(), body)
+            .await
     }
 
     /// Deletes the object `at` with `options` (preconditions, grace,
@@ -316,20 +304,29 @@ impl LocalApi {
         at: &ObjectRef<K>,
         options: &DeleteOptions,
     ) -> Result<Option<K>, LocalApiError> {
-        let deleted = self
-            .exchange(Method::DELETE, &at.path(), JSON, encoded(options)?)
-            .await;
-        if_exists(deleted)?
-            .map(|answer| decoded(&answer))
-            .transpose()
+        self.read_if_exists(Method::DELETE, &at.path(), JSON, encoded(options)?)
+            .await
     }
 
     /// The object `at`; None if there is none.
     pub async fn get<K: Addressable>(&self, at: &ObjectRef<K>) -> Result<Option<K>, LocalApiError> {
-        let found = self
-            .exchange(Method::GET, &at.path(), JSON, Body::empty())
-            .await;
-        if_exists(found)?.map(|answer| decoded(&answer)).transpose()
+        self.read_if_exists(Method::GET, &at.path(), JSON, Body::empty())
+            .await
+    }
+
+    /// The answer to a request on one object, decoded; None if the
+    /// object is gone.
+    async fn read_if_exists<K: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Option<K>, LocalApiError> {
+        let answer = self.exchange(method, path, content_type, body).await;
+        if_exists(answer)?
+            .map(|answer| decoded(&answer))
+            .transpose()
     }
 
     /// The objects in `namespace` (all namespaces if None) whose fields

@@ -10,8 +10,9 @@ use k8s_openapi::{
 };
 use serde_json::json;
 
-use super::plan::{
-    DESIRED_REPLICAS, MAX_REPLICAS, REVISION, Step, replicas, surge_and_unavailable,
+use super::{
+    controller_ref,
+    plan::{DESIRED_REPLICAS, MAX_REPLICAS, REVISION, Step, replicas, surge_and_unavailable},
 };
 use crate::{
     controllers::cache::Cache,
@@ -101,11 +102,10 @@ impl Writer {
             .api
             .get(&ObjectRef::<ReplicaSet>::of(&set.metadata))
             .await?;
-        let ours = found.as_ref().is_some_and(|found| {
-            found.metadata.owner_references.iter().flatten().any(|o| {
-                o.controller == Some(true) && Some(&o.uid) == deployment.metadata.uid.as_ref()
-            })
-        });
+        let ours = found
+            .as_ref()
+            .and_then(controller_ref)
+            .is_some_and(|o| Some(&o.uid) == deployment.metadata.uid.as_ref());
         if ours { Ok(None) } else { Err(conflict) }
     }
 
