@@ -473,10 +473,11 @@ async fn orphans_named_as_members_are_adopted_and_pods_that_stop_matching_are_re
             "spec": { "containers": [{ "name": "c", "image": V1 }] } });
         assert_eq!(cluster.api.post(PODS, orphan).await.0, 201);
     }
-    let (_, set) = cluster
-        .api
-        .post(SETS, stateful_set(2, "Parallel", None))
-        .await;
+    // An adopted orphan has no revision label, so a rolling update would
+    // replace it (as Kubernetes does); OnDelete keeps it for the checks.
+    let mut set = stateful_set(2, "Parallel", None);
+    set["spec"]["updateStrategy"] = json!({ "type": "OnDelete" });
+    let (_, set) = cluster.api.post(SETS, set).await;
     let uid = set["metadata"]["uid"].clone();
     let owned = |p: &Value| p["metadata"]["ownerReferences"][0]["uid"] == uid;
     let adopted = cluster
@@ -499,20 +500,22 @@ async fn orphans_named_as_members_are_adopted_and_pods_that_stop_matching_are_re
 
     // Relabelled out of the selector: released (and, its name taken, not
     // replaced until it is gone).
-    cluster
+    let (code, body) = cluster
         .api
         .merge(
             &format!("{PODS}/web-1"),
             json!({ "metadata": { "labels": { "app": "other" } } }),
         )
         .await;
-    cluster
+    assert_eq!(code, 200, "{body}");
+    let released = cluster
         .pod_when("web-1", "released", |p| {
             p["metadata"]["ownerReferences"]
                 .as_array()
                 .is_none_or(Vec::is_empty)
         })
         .await;
+    assert_eq!(released["metadata"]["uid"], adopted["metadata"]["uid"]);
     cluster.api.delete(&format!("{PODS}/web-1"), None).await;
     let replacement = cluster.pod_when("web-1", "made by the set", owned).await;
     assert_eq!(replacement["metadata"]["labels"]["app"], "web");

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{
     ApiError, Context,
+    patch::ATTEMPTS,
     request::{accept, body_json},
     resource::{ApiRequest, Typed, json_response, parse_revision},
 };
@@ -28,35 +29,72 @@ impl<K: Kind> Typed<K> {
         name: &str,
     ) -> Result<Response, ApiError> {
         let options = delete_options(request)?;
-        let (object, current) = self.load(ctx, request.namespace.as_deref(), name).await?;
-        if let Some(preconditions) = &options.preconditions {
-            if preconditions.uid.is_some() && preconditions.uid != object.metadata().uid {
-                return Err(ApiError::conflict(
-                    self.subject(name),
-                    &format!(
-                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                        preconditions.uid.clone().unwrap_or_default(),
-                        object.metadata().uid.clone().unwrap_or_default()
-                    ),
-                ));
-            }
-            if let Some(rv) = preconditions.resource_version.as_deref()
-                && parse_revision(rv)? != current
-            {
-                return Err(ApiError::conflict(
-                    self.subject(name),
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {current}"
-                    ),
-                ));
-            }
-        }
+        let namespace = request.namespace.as_deref();
         let accept = accept(&request.headers);
         if request.query.dry_run() {
+            let (object, current) = self.load(ctx, namespace, name).await?;
+            self.check_preconditions(&object, current, &options)?;
             return Ok(self.respond(StatusCode::OK, &object, accept, &request.query, &[]));
         }
-        let deleted = self.delete_object(ctx, object, current, &options).await?;
+        let deleted = self.delete_named(ctx, namespace, name, &options).await?;
         Ok(self.respond(StatusCode::OK, &deleted, accept, &request.query, &[]))
+    }
+
+    /// Deletes `name` as `options` say. A write that lost a race with
+    /// another (a status update, a finalizer removed) is made again on the
+    /// object as it is now, its preconditions checked again, as Kubernetes
+    /// does: `kubectl delete` must not fail because a controller wrote.
+    async fn delete_named(
+        &self,
+        ctx: &Context,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<K::Object, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (object, current) = self.load(ctx, namespace, name).await?;
+            self.check_preconditions(&object, current, options)?;
+            match self.delete_object(ctx, object, current, options).await {
+                Err(err) if err.code == 409 && attempt < ATTEMPTS => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn check_preconditions(
+        &self,
+        object: &K::Object,
+        current: Revision,
+        options: &DeleteOptions,
+    ) -> Result<(), ApiError> {
+        let Some(preconditions) = &options.preconditions else {
+            return Ok(());
+        };
+        let meta = object.metadata();
+        let name = meta.name.as_deref().unwrap_or_default();
+        if preconditions.uid.is_some() && preconditions.uid != meta.uid {
+            return Err(ApiError::conflict(
+                self.subject(name),
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    preconditions.uid.as_deref().unwrap_or_default(),
+                    meta.uid.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = preconditions.resource_version.as_deref()
+            && parse_revision(rv)? != current
+        {
+            return Err(ApiError::conflict(
+                self.subject(name),
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {current}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Deletes now, or marks the object deleting (graceful deletion,
@@ -134,16 +172,18 @@ impl<K: Kind> Typed<K> {
         let (objects, revision, _) = self.list_objects(ctx, request).await?;
         let mut deleted = Vec::new();
         for object in objects {
-            let name = object.metadata().name.clone().unwrap_or_default();
-            let current =
-                parse_revision(object.metadata().resource_version.as_deref().unwrap_or("0"))?;
             if request.query.dry_run() {
                 deleted.push(object);
                 continue;
             }
-            match self.delete_object(ctx, object, current, &options).await {
+            let meta = object.metadata();
+            let name = meta.name.as_deref().unwrap_or_default();
+            match self
+                .delete_named(ctx, meta.namespace.as_deref(), name, &options)
+                .await
+            {
                 Ok(object) => deleted.push(object),
-                // Deleted or changed meanwhile: that one is someone else's.
+                // Deleted meanwhile, or its preconditions no longer hold.
                 Err(err) if err.code == 404 || err.code == 409 => {
                     tracing::debug!(%name, "skipped in deletecollection")
                 }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::registry::{Kind, to_value};
 
-const ATTEMPTS: usize = 5;
+/// How many times a write that names no resourceVersion is tried.
+pub(super) const ATTEMPTS: usize = 5;
 
 /// The media types PATCH accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, Context,
-    patch::{PatchType, apply_patch, patch_type},
+    patch::{ATTEMPTS, PatchType, apply_patch, patch_type},
     request::body_json,
     resource::{ApiRequest, Change, Typed, json_response, parse_revision},
 };
@@ -42,6 +42,9 @@ impl<K: Kind> Typed<K> {
         })
     }
 
+    /// GET, PUT or PATCH of a workload's Scale. A write that names no
+    /// resourceVersion is retried on conflict, as Kubernetes does: a
+    /// status write by a controller must not fail `kubectl scale`.
     pub(super) async fn scale(
         &self,
         ctx: &Context,
@@ -49,53 +52,50 @@ impl<K: Kind> Typed<K> {
         name: &str,
     ) -> Result<Response, ApiError> {
         let namespace = request.namespace.as_deref();
-        let (old, current) = self.load(ctx, namespace, name).await?;
-        let scale = self.scale_of(&old);
-        let wanted = match request.method {
-            Method::GET => return Ok(json_response(StatusCode::OK, &scale)),
-            Method::PUT => body_json(&request.headers, &request.body)?,
-            Method::PATCH => {
-                let kind = patch_type(request)?;
-                let patch = body_json(&request.headers, &request.body)?;
-                // Scale has no merge keys: strategic merge is a merge here.
-                let kind = if kind == PatchType::Strategic {
-                    PatchType::Merge
-                } else {
-                    kind
-                };
-                apply_patch(
-                    &ctx.schemas,
-                    "io.k8s.api.autoscaling.v1.Scale",
-                    kind,
-                    &scale,
-                    &patch,
-                )?
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (old, current) = self.load(ctx, namespace, name).await?;
+            let scale = self.scale_of(&old);
+            let wanted = match request.method {
+                Method::GET => return Ok(json_response(StatusCode::OK, &scale)),
+                Method::PUT => body_json(&request.headers, &request.body)?,
+                Method::PATCH => patch_scale(ctx, request, &scale)?,
+                _ => {
+                    return Err(ApiError::method_not_allowed(
+                        request.method.as_str(),
+                        "scale",
+                    ));
+                }
+            };
+            let replicas = wanted["spec"]["replicas"]
+                .as_i64()
+                .ok_or_else(|| ApiError::bad_request("Scale.spec.replicas must be an integer"))?;
+            let named = wanted["metadata"]
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|rv| !rv.is_empty());
+            let pinned = match request.method {
+                Method::PATCH => named != scale["metadata"]["resourceVersion"].as_str(),
+                _ => named.is_some(),
+            };
+            let expected = match named {
+                Some(rv) => parse_revision(rv)?,
+                None => current,
+            };
+            let mut value = to_value(&old);
+            value["spec"]["replicas"] = json!(replicas);
+            let object: K::Object =
+                serde_json::from_value(value).map_err(|err| ApiError::internal("scaling", &err))?;
+            match self
+                .store_update(ctx, object, &old, expected, Change::Update)
+                .await
+            {
+                Ok(updated) => return Ok(json_response(StatusCode::OK, &self.scale_of(&updated))),
+                Err(err) if err.code == 409 && !pinned && attempt < ATTEMPTS => continue,
+                Err(err) => return Err(err),
             }
-            _ => {
-                return Err(ApiError::method_not_allowed(
-                    request.method.as_str(),
-                    "scale",
-                ));
-            }
-        };
-        let replicas = wanted["spec"]["replicas"]
-            .as_i64()
-            .ok_or_else(|| ApiError::bad_request("Scale.spec.replicas must be an integer"))?;
-        let expected = match wanted["metadata"]
-            .get("resourceVersion")
-            .and_then(Value::as_str)
-        {
-            Some(rv) if !rv.is_empty() => parse_revision(rv)?,
-            _ => current,
-        };
-        let mut value = to_value(&old);
-        value["spec"]["replicas"] = json!(replicas);
-        let object: K::Object =
-            serde_json::from_value(value).map_err(|err| ApiError::internal("scaling", &err))?;
-        let updated = self
-            .store_update(ctx, object, &old, expected, Change::Update)
-            .await?;
-        Ok(json_response(StatusCode::OK, &self.scale_of(&updated)))
+        }
     }
 
     /// POST pods/<name>/binding: places an unbound pod on a node.
@@ -155,6 +155,23 @@ impl<K: Kind> Typed<K> {
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
     }
+}
+
+/// `scale` with the request's patch applied. Scale has no merge keys:
+/// a strategic merge patch is a merge patch here.
+fn patch_scale(ctx: &Context, request: &ApiRequest, scale: &Value) -> Result<Value, ApiError> {
+    let kind = match patch_type(request)? {
+        PatchType::Strategic => PatchType::Merge,
+        kind => kind,
+    };
+    let patch = body_json(&request.headers, &request.body)?;
+    apply_patch(
+        &ctx.schemas,
+        "io.k8s.api.autoscaling.v1.Scale",
+        kind,
+        scale,
+        &patch,
+    )
 }
 
 /// Sets the PodScheduled condition True, as a binding does in Kubernetes;
