@@ -398,3 +398,72 @@ async fn nodes_past_the_cluster_network_are_created_without_a_pod_cidr() {
     assert_eq!(code, 201, "{extra}");
     assert!(extra["spec"]["podCIDR"].is_null(), "{extra}");
 }
+
+/// A write that names no resourceVersion is applied to whatever the
+/// object is when it lands, as Kubernetes does: a controller writing
+/// status between the server's read and its write must not turn a
+/// `kubectl scale` or a foreground delete into a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_and_delete_win_races_with_status_writers() {
+    let api = std::sync::Arc::new(Api::new().await);
+    let rs = "/apis/apps/v1/namespaces/default/replicasets";
+    let replicaset = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": { "name": "busy" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "busy" } },
+            "template": {
+                "metadata": { "labels": { "app": "busy" } },
+                "spec": { "containers": [{ "name": "c", "image": "capstan.invalid/testapp:v1" }] }
+            }
+        }
+    });
+    let (code, created) = api.post(rs, replicaset).await;
+    assert_eq!(code, 201, "{created}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (api, stop) = (api.clone(), stop.clone());
+        async move {
+            let mut writes = 0_i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writes += 1;
+                let status = json!({ "status": { "observedGeneration": writes } });
+                let (code, body) = api.merge(&format!("{rs}/busy/status"), status).await;
+                if code == 404 {
+                    break;
+                }
+                assert!(code == 200, "status write {writes}: {code} {body}");
+            }
+            writes
+        }
+    });
+
+    for replicas in 2..102 {
+        let (code, scale) = api
+            .merge(
+                &format!("{rs}/busy/scale"),
+                json!({ "spec": { "replicas": replicas } }),
+            )
+            .await;
+        assert_eq!(code, 200, "scale to {replicas}: {scale}");
+        assert_eq!(scale["spec"]["replicas"], replicas);
+    }
+    let (code, deleted) = api
+        .delete(
+            &format!("{rs}/busy"),
+            Some(json!({ "propagationPolicy": "Foreground" })),
+        )
+        .await;
+    assert_eq!(code, 200, "foreground delete: {deleted}");
+    assert!(deleted["metadata"]["deletionTimestamp"].is_string());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    assert!(
+        writes > 1,
+        "the status writer raced the scales ({writes} writes)"
+    );
+    let (_, last) = api.get(&format!("{rs}/busy")).await;
+    assert_eq!(last["spec"]["replicas"], 101, "{last}");
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{
     ApiError, Context,
-    patch::ATTEMPTS,
+    patch::ConflictRetry,
     request::{accept, body_json},
     resource::{ApiRequest, Typed, json_response, parse_revision},
 };
@@ -51,13 +51,12 @@ impl<K: Kind> Typed<K> {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<K::Object, ApiError> {
-        let mut attempt = 0;
+        let retry = ConflictRetry::new();
         loop {
-            attempt += 1;
             let (object, current) = self.load(ctx, namespace, name).await?;
             self.check_preconditions(&object, current, options)?;
             match self.delete_object(ctx, object, current, options).await {
-                Err(err) if err.code == 409 && attempt < ATTEMPTS => continue,
+                Err(err) if retry.again(&err) => continue,
                 result => return result,
             }
         }

@@ -4,6 +4,8 @@
 //! is retried on conflict, as Kubernetes does, since it did not depend on
 //! one version.
 
+use std::time::{Duration, Instant};
+
 use axum::{http::StatusCode, response::Response};
 use k8s_openapi::Metadata;
 use serde_json::Value;
@@ -16,8 +18,31 @@ use super::{
 };
 use crate::registry::{Kind, to_value};
 
-/// How many times a write that names no resourceVersion is tried.
-pub(super) const ATTEMPTS: usize = 5;
+/// How long a write that names no resourceVersion keeps trying after
+/// losing races. Kubernetes retries such writes until the request times
+/// out; a count would fail under steady contention (two writers of one
+/// object lose alternately, so one of them loses five times in a row
+/// within a few hundred writes).
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Whether a write that lost a race with another is made again.
+pub(super) struct ConflictRetry {
+    deadline: Instant,
+}
+
+impl ConflictRetry {
+    pub(super) fn new() -> Self {
+        Self {
+            deadline: Instant::now() + RETRY_FOR,
+        }
+    }
+
+    /// True for a conflict while the budget lasts; the caller then reads
+    /// the object again and rebuilds its write on it.
+    pub(super) fn again(&self, err: &ApiError) -> bool {
+        err.code == 409 && Instant::now() < self.deadline
+    }
+}
 
 /// The media types PATCH accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +107,8 @@ impl<K: Kind> Typed<K> {
         let kind_of = patch_type(request)?;
         let patch = body_json(&request.headers, &request.body)?;
         let validation = request.query.field_validation()?;
-        let mut attempt = 0;
+        let retry = ConflictRetry::new();
         loop {
-            attempt += 1;
             let (old, current) = self.load(ctx, request.namespace.as_deref(), name).await?;
             let original = to_value(&old);
             let type_name = <K::Object as schemars::JsonSchema>::schema_name();
@@ -130,7 +154,7 @@ impl<K: Kind> Typed<K> {
                         &warnings,
                     ));
                 }
-                Err(err) if err.code == 409 && !pinned && attempt < ATTEMPTS => continue,
+                Err(err) if !pinned && retry.again(&err) => continue,
                 Err(err) => return Err(err),
             }
         }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, Context,
-    patch::{ATTEMPTS, PatchType, apply_patch, patch_type},
+    patch::{ConflictRetry, PatchType, apply_patch, patch_type},
     request::body_json,
     resource::{ApiRequest, Change, Typed, json_response, parse_revision},
 };
@@ -52,9 +52,8 @@ impl<K: Kind> Typed<K> {
         name: &str,
     ) -> Result<Response, ApiError> {
         let namespace = request.namespace.as_deref();
-        let mut attempt = 0;
+        let retry = ConflictRetry::new();
         loop {
-            attempt += 1;
             let (old, current) = self.load(ctx, namespace, name).await?;
             let scale = self.scale_of(&old);
             let wanted = match request.method {
@@ -92,7 +91,7 @@ impl<K: Kind> Typed<K> {
                 .await
             {
                 Ok(updated) => return Ok(json_response(StatusCode::OK, &self.scale_of(&updated))),
-                Err(err) if err.code == 409 && !pinned && attempt < ATTEMPTS => continue,
+                Err(err) if !pinned && retry.again(&err) => continue,
                 Err(err) => return Err(err),
             }
         }
