@@ -42,6 +42,16 @@ impl ObjectKey {
     }
 }
 
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
 /// What a subscriber is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {

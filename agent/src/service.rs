@@ -17,9 +17,11 @@ use std::{
 use crate::{
     cache::ClusterCache,
     cgroup::{CgroupError, Hierarchies},
-    lb::{self, DatapathError},
+    lb::{self, DatapathError, ServiceTableError},
     logs,
-    network::{AddressPool, Iproute2, NetworkError, NodeNetwork, PodSubnet, Sandboxes},
+    network::{
+        self, AddressPool, Iproute2, NetworkError, NodeNetwork, PodRoutes, PodSubnet, Sandboxes,
+    },
     node::{self, NodeConfig, NodeError},
     pod::{self, DnsSettings, Images, PodDirs, PodRuntime, SystemClock},
     runtime::{self, ContainerdDaemon, DaemonConfig, RegistryClient, RegistryError, RuntimeError},
@@ -69,6 +71,8 @@ pub enum ServiceError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error("adopting the pinned service datapath: {0}")]
+    ServiceTable(#[from] ServiceTableError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -134,6 +138,7 @@ pub async fn run_until(
     let subnet = PodSubnet::parse(&pod_cidr)?;
     let network = NodeNetwork::new(subnet, Arc::new(Iproute2));
     network.ensure().await?;
+    network::enable_forwarding()?;
     let pool = AddressPool::open(config.data_dir.join("ipam"), subnet)?;
     let pods_run_dir = config.run_dir.join("pods");
     let sandboxes = Sandboxes::new(
@@ -201,6 +206,25 @@ pub async fn run_until(
     let cache = ClusterCache::start(&client, &config.node_name, &mut watches);
     let heartbeat = tokio::spawn(node::heartbeat(client, node_config, registered));
     let pods = tokio::spawn(pod::run_pods(runtime, Arc::clone(&cache.pods)));
+    let (stop_routes, routes_stopped) = tokio::sync::oneshot::channel();
+    let routes = tokio::spawn(
+        PodRoutes::new(
+            config.node_name.clone(),
+            Arc::clone(&cache.nodes),
+            Arc::new(Iproute2),
+        )
+        .run(routes_stopped),
+    );
+    let table = lb::ServiceTable::adopt(datapath.take_maps()?, capstan_ebpf_common::MAX_FRONTENDS)?;
+    let balancer = tokio::spawn(
+        lb::Balancer::new(
+            config.node_name.clone(),
+            Arc::clone(&cache.services),
+            Arc::clone(&cache.endpoint_slices),
+            table,
+        )
+        .run(),
+    );
 
     tokio::select! {
         () = until => {}
@@ -212,9 +236,18 @@ pub async fn run_until(
     }
     heartbeat.abort();
     server.abort();
+    balancer.abort();
+    let _ = stop_routes.send(());
+    if tokio::time::timeout(Duration::from_secs(10), routes)
+        .await
+        .is_err()
+    {
+        tracing::warn!("removing the routes to other nodes' pods took too long");
+    }
     watches.abort_all();
-    datapath.detach()?;
-    tracing::info!("stopped; pods keep running for the next agent to adopt");
+    // The datapath stays attached, as the pods stay running: Services keep
+    // working until the next agent adopts both.
+    tracing::info!("stopped; pods and the service datapath stay for the next agent to adopt");
     Ok(())
 }
 

@@ -1,63 +1,229 @@
 //! capstan's eBPF programs: socket-level Service load balancing.
 //!
-//! `connect4` runs when a process in the attached cgroup calls connect() on
-//! an IPv4 socket. If the destination is a service frontend it rewrites the
-//! destination to one of the frontend's backends, chosen at random, so the
-//! packets carry the backend address from the first SYN and no per-packet
-//! NAT is needed.
+//! - `connect4` (TCP, connected UDP) and `sendmsg4` (unconnected UDP) run
+//!   when a process in the attached cgroup addresses an IPv4 socket. A
+//!   Service frontend is rewritten to one of its backends, so packets carry
+//!   the backend's address from the first one and no per-packet NAT is
+//!   needed. A frontend with no backend refuses with ECONNREFUSED.
+//! - `recvmsg4` and `getpeername4` show the Service address again where
+//!   the program sees the backend's: the source of a UDP reply, the peer of
+//!   a connected socket. They find it in the reverse map the first two
+//!   fill, keyed by socket.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_get_prandom_u32,
+    cty::c_void,
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::{
+        bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_set_retval,
+    },
     macros::{cgroup_sock_addr, map},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap, PerCpuHashMap},
     programs::SockAddrContext,
 };
-use capstan_ebpf_common::{Backend, MAX_BACKENDS, MAX_SERVICE_SLOTS, ServiceKey, ServiceValue};
+use capstan_ebpf_common::{
+    AffinityKey, AffinityMatchKey, AffinityValue, Backend, FrontendKey, FrontendStats,
+    FrontendValue, MAX_AFFINITY, MAX_AFFINITY_MATCH, MAX_BACKENDS, MAX_FRONTENDS, MAX_REVERSE,
+    MAX_SLOTS, ReverseKey, ReverseValue, SCOPE_CLUSTER, SlotKey,
+};
 
 /// Returned to the kernel to let the syscall proceed.
 const ALLOW: i32 = 1;
+/// Returned to fail the syscall with the error set by `bpf_set_retval`.
+const DENY: i32 = 0;
+const ECONNREFUSED: i32 = 111;
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-#[map(name = "SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICE_SLOTS, 0);
+#[map(name = "FRONTENDS")]
+static FRONTENDS: HashMap<FrontendKey, FrontendValue> = HashMap::pinned(MAX_FRONTENDS, 0);
+
+#[map(name = "SLOTS")]
+static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
 
 #[map(name = "BACKENDS")]
 static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
 
+#[map(name = "REVERSE")]
+static REVERSE: LruHashMap<ReverseKey, ReverseValue> = LruHashMap::pinned(MAX_REVERSE, 0);
+
+#[map(name = "AFFINITY")]
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
+
+#[map(name = "AFFINITY_MATCH")]
+static AFFINITY_MATCH: HashMap<AffinityMatchKey, u32> = HashMap::pinned(MAX_AFFINITY_MATCH, 0);
+
+/// Per CPU, so counting needs no atomics; entries are allocated as
+/// frontends first count, not for the map's whole capacity on every CPU.
+#[map(name = "STATS")]
+static STATS: PerCpuHashMap<u32, FrontendStats> =
+    PerCpuHashMap::pinned(MAX_FRONTENDS, BPF_F_NO_PREALLOC);
+
+/// Why a socket call was not sent on to a backend.
+enum Miss {
+    /// Not a frontend, or one caught between revisions: the call goes
+    /// where it was addressed, as if the program were not there.
+    PassThrough,
+    /// A frontend with no backend.
+    Refuse,
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn capstan_connect4(ctx: SockAddrContext) -> i32 {
-    // Never refuse a connect we cannot translate: fall through to the
-    // original destination, as if the program were not there.
-    let _ = try_connect4(&ctx);
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn capstan_sendmsg4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn capstan_recvmsg4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx);
     ALLOW
 }
 
-fn try_connect4(ctx: &SockAddrContext) -> Result<(), ()> {
+#[cgroup_sock_addr(getpeername4)]
+pub fn capstan_getpeername4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx);
+    ALLOW
+}
+
+fn translate(ctx: &SockAddrContext) -> i32 {
+    match try_translate(ctx) {
+        Ok(()) | Err(Miss::PassThrough) => ALLOW,
+        Err(Miss::Refuse) => {
+            // SAFETY: connect4 and sendmsg4 may set the syscall's error.
+            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            DENY
+        }
+    }
+}
+
+fn try_translate(ctx: &SockAddrContext) -> Result<(), Miss> {
     // SAFETY: the kernel passes a valid bpf_sock_addr for this program type.
     let sock_addr = unsafe { &mut *ctx.sock_addr };
     let address = sock_addr.user_ip4;
     // user_port holds the port in network byte order in its low 16 bits.
     let port = sock_addr.user_port as u16;
-    let protocol = sock_addr.protocol as u8;
-
-    let master = ServiceKey::new(address, port, protocol, 0);
+    let key = FrontendKey::new(address, port, sock_addr.protocol as u8, SCOPE_CLUSTER);
     // SAFETY: the value is copied out before the map can change under us.
-    let count = unsafe { SERVICES.get(&master) }.ok_or(())?.count;
-    if count == 0 {
-        return Err(());
+    let frontend = *unsafe { FRONTENDS.get(&key) }.ok_or(Miss::PassThrough)?;
+    if frontend.count == 0 {
+        count(frontend.id, |stats| &mut stats.refused);
+        return Err(Miss::Refuse);
     }
-    // SAFETY: helper without arguments.
-    let slot = (unsafe { bpf_get_prandom_u32() } % u32::from(count)) as u16 + 1;
-    let slot_key = ServiceKey::new(address, port, protocol, slot);
-    // SAFETY: as above.
-    let backend_id = unsafe { SERVICES.get(&slot_key) }.ok_or(())?.backend_id;
-    // SAFETY: as above.
-    let backend = unsafe { BACKENDS.get(&backend_id) }.ok_or(())?;
+    let raw = ctx.sock_addr.cast::<c_void>();
+    // SAFETY: both helpers take the program's context.
+    let netns = unsafe { bpf_get_netns_cookie(raw) };
+    let (backend_id, backend) = match choose(&frontend, netns) {
+        Some(found) => found,
+        // The frontend switched revisions between our two reads, and the
+        // old revision's slots are gone: read it once more.
+        None => {
+            // SAFETY: as above.
+            let again = *unsafe { FRONTENDS.get(&key) }.ok_or(Miss::PassThrough)?;
+            choose(&again, netns).ok_or(Miss::PassThrough)?
+        }
+    };
 
     sock_addr.user_ip4 = backend.address;
     sock_addr.user_port = u32::from(backend.port);
+    count(frontend.id, |stats| &mut stats.translated);
+
+    // SAFETY: as above.
+    let cookie = unsafe { bpf_get_socket_cookie(raw) };
+    let reverse = ReverseKey::new(cookie, netns, backend.address, backend.port);
+    // An unconnected UDP socket may talk to many frontends: each of its
+    // backends gets an entry. A full LRU evicts the oldest.
+    let _ = REVERSE.insert(&reverse, &ReverseValue::new(address, port), 0);
+    if frontend.affinity_timeout_secs > 0 {
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let _ = AFFINITY.insert(
+            &AffinityKey::new(netns, frontend.id),
+            &AffinityValue::new(backend_id, now),
+            0,
+        );
+    }
     Ok(())
+}
+
+/// The backend for one connect: the client's remembered one while its
+/// affinity lasts and the backend still serves, else one at random.
+fn choose(frontend: &FrontendValue, netns: u64) -> Option<(u32, Backend)> {
+    if frontend.count == 0 {
+        return None;
+    }
+    if frontend.affinity_timeout_secs > 0 {
+        if let Some(found) = remembered(frontend, netns) {
+            return Some(found);
+        }
+    }
+    // SAFETY: helper without arguments.
+    let pick = unsafe { bpf_get_prandom_u32() } % u32::from(frontend.count);
+    let slot = SlotKey::new(frontend.id, frontend.revision, pick as u16 + 1);
+    // SAFETY: copied out at once.
+    let backend_id = *unsafe { SLOTS.get(&slot) }?;
+    // SAFETY: as above.
+    let backend = *unsafe { BACKENDS.get(&backend_id) }?;
+    Some((backend_id, backend))
+}
+
+fn remembered(frontend: &FrontendValue, netns: u64) -> Option<(u32, Backend)> {
+    // SAFETY: copied out at once.
+    let last = *unsafe { AFFINITY.get(&AffinityKey::new(netns, frontend.id)) }?;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let timeout = u64::from(frontend.affinity_timeout_secs) * NANOS_PER_SEC;
+    if now.saturating_sub(last.last_used_ns) > timeout {
+        return None;
+    }
+    let serving = AffinityMatchKey {
+        frontend: frontend.id,
+        backend: last.backend,
+    };
+    // SAFETY: only presence is read.
+    unsafe { AFFINITY_MATCH.get(&serving) }?;
+    // SAFETY: copied out at once.
+    let backend = *unsafe { BACKENDS.get(&last.backend) }?;
+    Some((last.backend, backend))
+}
+
+/// Adds one to a counter of frontend `id` on this CPU, creating its entry
+/// on first use.
+fn count(id: u32, counter: impl Fn(&mut FrontendStats) -> &mut u64) {
+    if let Some(stats) = STATS.get_ptr_mut(&id) {
+        // SAFETY: a live map value of this CPU's, which no other CPU writes,
+        // and the program is not preempted on it.
+        *counter(unsafe { &mut *stats }) += 1;
+        return;
+    }
+    let mut first = FrontendStats::default();
+    *counter(&mut first) = 1;
+    let _ = STATS.insert(&id, &first, 0);
+}
+
+/// Shows the frontend instead of the backend the socket was sent to.
+fn reverse(ctx: &SockAddrContext) {
+    // SAFETY: the kernel passes a valid bpf_sock_addr for this program type.
+    let sock_addr = unsafe { &mut *ctx.sock_addr };
+    let raw = ctx.sock_addr.cast::<c_void>();
+    // SAFETY: both helpers take the program's context.
+    let (cookie, netns) = unsafe { (bpf_get_socket_cookie(raw), bpf_get_netns_cookie(raw)) };
+    let key = ReverseKey::new(
+        cookie,
+        netns,
+        sock_addr.user_ip4,
+        sock_addr.user_port as u16,
+    );
+    // SAFETY: copied out at once.
+    if let Some(frontend) = unsafe { REVERSE.get(&key) }.copied() {
+        sock_addr.user_ip4 = frontend.address;
+        sock_addr.user_port = u32::from(frontend.port);
+    }
 }
 
 #[cfg(not(test))]

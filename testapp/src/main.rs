@@ -32,6 +32,34 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// HTTP GET `path` from `address` `count` times, a new connection each
+    /// time; prints each response's body (or `error=<why>`) on a line.
+    Get {
+        address: SocketAddr,
+        #[arg(default_value = "/hostname")]
+        path: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 2)]
+        timeout_secs: u64,
+    },
+    /// Send datagrams from one UDP socket and print who answered each:
+    /// `from=<source> reply=<text>` per reply (or `timeout`), after
+    /// `peer=<address>` when the socket is connected.
+    Udp {
+        address: SocketAddr,
+        #[arg(long, default_value = "hostname")]
+        send: String,
+        /// connect() the socket first, instead of sendto() each time.
+        #[arg(long)]
+        connected: bool,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        timeout_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +71,31 @@ fn main() -> anyhow::Result<()> {
             send,
             timeout_secs,
         } => client::connect(address, &send, std::time::Duration::from_secs(timeout_secs)),
+        Command::Get {
+            address,
+            path,
+            count,
+            timeout_secs,
+        } => client::get(
+            address,
+            &path,
+            count,
+            std::time::Duration::from_secs(timeout_secs),
+        ),
+        Command::Udp {
+            address,
+            send,
+            connected,
+            count,
+            interval_ms,
+            timeout_secs,
+        } => client::udp(
+            address,
+            &send,
+            connected,
+            count,
+            std::time::Duration::from_millis(interval_ms),
+            std::time::Duration::from_secs(timeout_secs),
+        ),
     }
 }

@@ -196,11 +196,19 @@ async fn tcp_echo(listener: TcpListener) -> anyhow::Result<()> {
     }
 }
 
+/// Echoes datagrams, except two commands as agnhost's netexec answers
+/// them: `hostname` and `clientip`, so a client can tell which backend
+/// answered and what source address it saw.
 async fn udp_echo(socket: UdpSocket) -> anyhow::Result<()> {
     let mut buf = vec![0; 64 << 10];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
-        socket.send_to(&buf[..n], peer).await?;
+        let reply = match buf[..n].trim_ascii() {
+            b"hostname" => hostname().await.into_bytes(),
+            b"clientip" => peer.ip().to_string().into_bytes(),
+            _ => buf[..n].to_vec(),
+        };
+        socket.send_to(&reply, peer).await?;
     }
 }
 

@@ -1,6 +1,8 @@
-//! The agent's eBPF datapath on the real kernel: connect4 attached to a
-//! cgroup sends that cgroup's connects to a service address on to a
-//! backend, leaves other processes alone, and stops when detached.
+//! The agent's eBPF datapath on the real kernel: attached to a cgroup, it
+//! sends that cgroup's connects and datagrams to a service address on to
+//! a backend and shows the service address as the peer and the source of
+//! replies, refuses connects to a service with no backend, leaves other
+//! processes alone, and stops when detached.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -15,13 +17,21 @@ use std::{
 
 use capstan_agent::{
     cgroup::Hierarchies,
-    lb::{BackendAddr, Datapath, Frontend, Protocol, ServiceTable, mount_bpffs},
+    lb::{BackendAddr, Datapath, Frontend, FrontendSpec, Protocol, ServiceTable, mount_bpffs},
 };
-use capstan_ebpf_common::CONNECT4_PROGRAM;
+use capstan_ebpf_common::{
+    CONNECT4_PROGRAM, GETPEERNAME4_PROGRAM, RECVMSG4_PROGRAM, SENDMSG4_PROGRAM,
+};
 use capstan_tests::{TestHost, TestNet, artifacts};
 
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 100);
 const SERVICE: &str = "10.96.0.100:80";
+const PROGRAMS: [&str; 4] = [
+    CONNECT4_PROGRAM,
+    SENDMSG4_PROGRAM,
+    RECVMSG4_PROGRAM,
+    GETPEERNAME4_PROGRAM,
+];
 
 /// A backend on `host` that answers each line with its own address and
 /// reports (local, peer) of every connection it accepts.
@@ -58,6 +68,13 @@ fn connect_from(host: &TestHost, cgroup: &str) -> Output {
         .unwrap()
 }
 
+fn spec(backends: &[BackendAddr]) -> FrontendSpec {
+    FrontendSpec {
+        backends: backends.iter().copied().collect(),
+        affinity_timeout_secs: 0,
+    }
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -79,10 +96,11 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
     let bpffs = net.instance().run_dir("bpffs");
     mount_bpffs(&bpffs).unwrap();
     let mut datapath = Datapath::load(&bpffs.join("capstan")).unwrap();
-    let mut services = ServiceTable::new(datapath.take_maps().unwrap());
+    let maps = datapath.take_maps().unwrap();
+    let mut services = ServiceTable::adopt(maps, 16).unwrap();
     let frontend = Frontend::new(SERVICE_IP, 80, Protocol::Tcp);
     let first = BackendAddr(SocketAddrV4::new(server.address(), 8080));
-    services.set_backends(frontend, &[first]).unwrap();
+    services.set(frontend, &spec(&[first])).unwrap();
 
     let translated = net.instance().cgroup("lb-translated");
     let untouched = net.instance().cgroup("lb-untouched");
@@ -91,12 +109,13 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
     datapath.attach(&unified.join(&translated)).unwrap();
 
     // Inside the cgroup: the connect reaches the backend, which sees its
-    // own address as the destination and the client host as the source.
+    // own address as the destination and the client host as the source;
+    // the client sees the service address as its peer.
     let inside = connect_from(client, &translated);
     assert!(inside.status.success(), "{inside:?}");
     assert_eq!(
         stdout(&inside),
-        "peer=198.18.0.2:8080\nreply=198.18.0.2:8080 got ping\n"
+        "peer=10.96.0.100:80\nreply=198.18.0.2:8080 got ping\n"
     );
     let (local, peer) = accepted.try_recv().unwrap();
     assert_eq!(local, SocketAddr::from(first.0));
@@ -109,7 +128,7 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
 
     // Two backends: connects spread over both.
     let second = BackendAddr(SocketAddrV4::new(server.address(), 8081));
-    services.set_backends(frontend, &[first, second]).unwrap();
+    services.set(frontend, &spec(&[first, second])).unwrap();
     let mut seen = BTreeSet::new();
     for _ in 0..40 {
         let output = connect_from(client, &translated);
@@ -117,6 +136,15 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
         seen.insert(accepted.try_recv().unwrap().0.port());
     }
     assert_eq!(seen, BTreeSet::from([8080, 8081]));
+
+    // No backend: refused at once, with the error a closed port gives.
+    services.set(frontend, &spec(&[])).unwrap();
+    let refused = connect_from(client, &translated);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Connection refused"),
+        "{refused:?}"
+    );
 
     // Detached: the cgroup's connects go where they were addressed again.
     datapath.detach().unwrap();
@@ -127,11 +155,96 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
     // Dropped: the program is unloaded (the kernel keeps 15 bytes of name).
     drop(services);
     drop(datapath);
-    let ours = |name: Option<&str>| name.is_some_and(|n| CONNECT4_PROGRAM.starts_with(n));
+    let ours = |name: Option<&str>| name.is_some_and(|n| PROGRAMS.iter().any(|p| p.starts_with(n)));
     let loaded: Vec<_> = aya::programs::loaded_programs()
         .flatten()
         .filter(|program| ours(program.name_as_str()))
         .map(|program| program.id())
         .collect();
     assert!(loaded.is_empty(), "programs still loaded: {loaded:?}");
+}
+
+/// A UDP backend on `host` answering each datagram with its own port.
+fn udp_backend(host: &TestHost, port: u16) {
+    let address = SocketAddr::from((host.address(), port));
+    let socket = host
+        .netns()
+        .run(move || std::net::UdpSocket::bind(address))
+        .unwrap()
+        .unwrap();
+    thread::spawn(move || {
+        let mut buf = [0; 512];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            if socket
+                .send_to(format!("port {port}").as_bytes(), peer)
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn udp_datagrams_reach_backends_and_replies_come_from_the_service() {
+    let net = TestNet::new(2).unwrap();
+    let (client, server) = (net.host(1), net.host(2));
+    udp_backend(server, 5353);
+    udp_backend(server, 5354);
+    client
+        .netns()
+        .ip(&["route", "add", "blackhole", "10.96.0.0/12"])
+        .unwrap();
+    let bpffs = net.instance().run_dir("bpffs");
+    mount_bpffs(&bpffs).unwrap();
+    let mut datapath = Datapath::load(&bpffs.join("capstan")).unwrap();
+    let mut services = ServiceTable::adopt(datapath.take_maps().unwrap(), 16).unwrap();
+    let frontend = Frontend::new(Ipv4Addr::new(10, 96, 0, 10), 53, Protocol::Udp);
+    let backends: Vec<_> = [5353, 5354]
+        .map(|port| BackendAddr(SocketAddrV4::new(server.address(), port)))
+        .into();
+    services.set(frontend, &spec(&backends)).unwrap();
+    let cgroup = net.instance().cgroup("lb-udp");
+    let unified = Hierarchies::detect().unwrap().unified;
+    std::fs::create_dir_all(unified.join(&cgroup)).unwrap();
+    datapath.attach(&unified.join(&cgroup)).unwrap();
+
+    let udp = |connected: bool| {
+        let mut command = client
+            .command_in_cgroup(artifacts::testapp().unwrap(), &cgroup)
+            .unwrap();
+        command.args(["udp", "10.96.0.10:53", "--count", "30"]);
+        if connected {
+            command.arg("--connected");
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        stdout(&output)
+    };
+
+    // Unconnected: each sendto is balanced on its own; every reply reads
+    // as coming from the service address.
+    let unconnected = udp(false);
+    let ports: BTreeSet<&str> = unconnected
+        .lines()
+        .map(|line| {
+            line.strip_prefix("from=10.96.0.10:53 reply=")
+                .unwrap_or_else(|| panic!("a reply not from the service: {line}"))
+        })
+        .collect();
+    assert_eq!(ports, BTreeSet::from(["port 5353", "port 5354"]));
+
+    // Connected: one backend for the socket's life, the service as peer.
+    let connected = udp(true);
+    let mut lines = connected.lines();
+    assert_eq!(lines.next(), Some("peer=10.96.0.10:53"));
+    let replies: BTreeSet<&str> = lines.collect();
+    assert_eq!(replies.len(), 1, "{connected}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.starts_with("from=10.96.0.10:53 reply=port 535")),
+        "{connected}"
+    );
 }

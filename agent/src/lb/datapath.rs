@@ -1,5 +1,8 @@
 //! The eBPF datapath: capstan's embedded eBPF object loaded into the kernel,
-//! its maps pinned under bpffs, its connect4 program attached to a cgroup.
+//! its maps pinned under bpffs, its programs attached to a cgroup through
+//! links pinned there too, so the datapath outlives the agent: a killed
+//! agent leaves Services working, and the next one takes over the same
+//! maps and replaces the links without a moment with no program attached.
 
 use std::{
     fs::{self, File},
@@ -9,16 +12,27 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{HashMap, MapData, MapError},
+    maps::{HashMap, MapError, PerCpuHashMap},
+    pin::PinError,
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
+        CgroupAttachMode, CgroupSockAddr, ProgramError,
+        links::{FdLink, LinkError, PinnedLink},
     },
 };
 use capstan_ebpf_common::{
-    BACKENDS_MAP, Backend, CONNECT4_PROGRAM, SERVICES_MAP, ServiceKey, ServiceValue,
+    AFFINITY_MATCH_MAP, BACKENDS_MAP, CONNECT4_PROGRAM, FRONTENDS_MAP, GETPEERNAME4_PROGRAM,
+    RECVMSG4_PROGRAM, SENDMSG4_PROGRAM, SLOTS_MAP, STATS_MAP,
 };
 
-use super::service_table::{LbMapError, LbMaps};
+use super::maps::BpfLbMaps;
+
+/// Every program, attached together.
+const PROGRAMS: [&str; 4] = [
+    CONNECT4_PROGRAM,
+    SENDMSG4_PROGRAM,
+    RECVMSG4_PROGRAM,
+    GETPEERNAME4_PROGRAM,
+];
 
 /// Built by `cargo xtask build-ebpf`; agent/build.rs refuses a stale one.
 /// Empty when the agent was built with CAPSTAN_EBPF_SKIP=1.
@@ -47,8 +61,12 @@ pub enum DatapathError {
     Load(#[from] aya::EbpfError),
     #[error("eBPF object has no {0}")]
     Missing(&'static str),
-    #[error("program {CONNECT4_PROGRAM}: {0}")]
+    #[error("program: {0}")]
     Program(#[from] ProgramError),
+    #[error("pinning a link: {0}")]
+    Pin(#[from] PinError),
+    #[error("taking over a pinned link: {0}")]
+    Link(#[from] LinkError),
     #[error("map: {0}")]
     Map(#[from] MapError),
     #[error("the datapath's maps were already taken")]
@@ -88,12 +106,12 @@ fn is_bpffs(dir: &Path) -> Result<bool, DatapathError> {
     Ok(stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 
-/// The loaded programs and maps. Dropping it detaches the programs; the
-/// pinned maps stay, so a restarted agent picks up the same state.
+/// The loaded programs and maps. Dropping it leaves the pinned links, and
+/// so the programs, attached.
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
-    attached: Option<CgroupSockAddrLinkId>,
+    links_dir: PathBuf,
 }
 
 impl Datapath {
@@ -107,107 +125,92 @@ impl Datapath {
         if !is_bpffs(parent)? {
             return Err(DatapathError::NotBpffs(parent.to_owned()));
         }
-        fs::create_dir_all(pin_dir).map_err(|source| DatapathError::Io {
+        let links_dir = pin_dir.join("links");
+        fs::create_dir_all(&links_dir).map_err(|source| DatapathError::Io {
             action: "creating",
-            path: pin_dir.to_owned(),
+            path: links_dir.clone(),
             source,
         })?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)?;
-        connect4(&mut ebpf)?.load()?;
-        Ok(Self {
-            ebpf,
-            attached: None,
-        })
+        for name in PROGRAMS {
+            program(&mut ebpf, name)?.load()?;
+        }
+        Ok(Self { ebpf, links_dir })
     }
 
-    /// Translates connects made by every process in `cgroup` (a cgroup v2
-    /// directory) and its descendants.
+    /// Translates socket calls made by every process in `cgroup` (a
+    /// cgroup v2 directory) and its descendants. Links pinned by an
+    /// earlier agent are replaced only once the new ones are attached;
+    /// meanwhile both run, and the second finds nothing left to translate.
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
-        self.detach()?;
         let dir = File::open(cgroup).map_err(|source| DatapathError::Io {
             action: "opening cgroup",
             path: cgroup.to_owned(),
             source,
         })?;
-        // A bpf_link attachment (kernel >= 5.7) always coexists with other
-        // programs in the cgroup tree; the kernel refuses mode flags on it.
-        let link = connect4(&mut self.ebpf)?.attach(dir, CgroupAttachMode::Single)?;
-        self.attached = Some(link);
-        Ok(())
-    }
-
-    /// Stops translating; connects go where they were addressed again.
-    pub fn detach(&mut self) -> Result<(), DatapathError> {
-        if let Some(link) = self.attached.take() {
-            connect4(&mut self.ebpf)?.detach(link)?;
+        for name in PROGRAMS {
+            let program = program(&mut self.ebpf, name)?;
+            // A bpf_link attachment (kernel >= 5.7) always coexists with
+            // other programs in the cgroup tree; the kernel refuses mode
+            // flags on it.
+            let id = program.attach(&dir, CgroupAttachMode::Single)?;
+            let link = FdLink::try_from(program.take_link(id)?)?;
+            let pin = self.links_dir.join(name);
+            if pin.exists() {
+                let old =
+                    PinnedLink::from_pin(&pin)?
+                        .unpin()
+                        .map_err(|source| DatapathError::Io {
+                            action: "unpinning",
+                            path: pin.clone(),
+                            source,
+                        })?;
+                drop(old);
+            }
+            link.pin(&pin)?;
         }
         Ok(())
     }
 
-    /// Hands out the maps, once, for a [`super::ServiceTable`] to own.
-    pub fn take_maps(&mut self) -> Result<AyaLbMaps, DatapathError> {
-        let services = self
-            .ebpf
-            .take_map(SERVICES_MAP)
-            .ok_or(DatapathError::MapsTaken)?;
-        let backends = self
-            .ebpf
-            .take_map(BACKENDS_MAP)
-            .ok_or(DatapathError::MapsTaken)?;
-        Ok(AyaLbMaps {
-            services: HashMap::try_from(services)?,
-            backends: HashMap::try_from(backends)?,
+    /// Stops translating: the pinned links are removed, and connects go
+    /// where they were addressed again.
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        for name in PROGRAMS {
+            let pin = self.links_dir.join(name);
+            if pin.exists() {
+                drop(
+                    PinnedLink::from_pin(&pin)?
+                        .unpin()
+                        .map_err(|source| DatapathError::Io {
+                            action: "unpinning",
+                            path: pin.clone(),
+                            source,
+                        })?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out the maps the agent writes, once.
+    pub fn take_maps(&mut self) -> Result<BpfLbMaps, DatapathError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(DatapathError::MapsTaken);
+        Ok(BpfLbMaps {
+            frontends: HashMap::try_from(take(FRONTENDS_MAP)?)?,
+            slots: HashMap::try_from(take(SLOTS_MAP)?)?,
+            backends: HashMap::try_from(take(BACKENDS_MAP)?)?,
+            affinity_matches: HashMap::try_from(take(AFFINITY_MATCH_MAP)?)?,
+            stats: PerCpuHashMap::try_from(take(STATS_MAP)?)?,
         })
     }
 }
 
-fn connect4(ebpf: &mut Ebpf) -> Result<&mut CgroupSockAddr, DatapathError> {
-    let program = ebpf
-        .program_mut(CONNECT4_PROGRAM)
-        .ok_or(DatapathError::Missing(CONNECT4_PROGRAM))?;
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    let program = ebpf.program_mut(name).ok_or(DatapathError::Missing(name))?;
     Ok(program.try_into()?)
-}
-
-/// The kernel's maps behind [`LbMaps`].
-#[derive(Debug)]
-pub struct AyaLbMaps {
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backends: HashMap<MapData, u32, Backend>,
-}
-
-fn map_error(map: &'static str) -> impl Fn(MapError) -> LbMapError {
-    move |err| LbMapError {
-        map,
-        message: err.to_string(),
-    }
-}
-
-impl LbMaps for AyaLbMaps {
-    fn set_slot(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), LbMapError> {
-        self.services
-            .insert(key, value, 0)
-            .map_err(map_error(SERVICES_MAP))
-    }
-
-    fn remove_slot(&mut self, key: &ServiceKey) -> Result<(), LbMapError> {
-        match self.services.remove(key) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_error(SERVICES_MAP)),
-        }
-    }
-
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError> {
-        self.backends
-            .insert(id, backend, 0)
-            .map_err(map_error(BACKENDS_MAP))
-    }
-
-    fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError> {
-        match self.backends.remove(&id) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_error(BACKENDS_MAP)),
-        }
-    }
 }

@@ -1,8 +1,17 @@
-//! Service load balancing: eBPF programs that translate service addresses
-//! when a socket connects, and the maps that tell them where to.
+//! Service load balancing: eBPF programs that translate Service addresses
+//! at the socket (connect, sendmsg, recvmsg, getpeername), the maps that
+//! tell them where to, and the reconciler that keeps those maps equal to
+//! the Services and EndpointSlices in the agent's cache.
 
+mod balancer;
 mod datapath;
+mod desired;
+mod maps;
 mod service_table;
 
-pub use datapath::{AyaLbMaps, Datapath, DatapathError, mount_bpffs};
-pub use service_table::{BackendAddr, Frontend, LbMapError, LbMaps, Protocol, ServiceTable};
+pub use balancer::Balancer;
+pub use datapath::{Datapath, DatapathError, mount_bpffs};
+pub use maps::{BpfLbMaps, LbMapError, LbMaps, MapContents, RecordingMaps};
+pub use service_table::{
+    BackendAddr, Frontend, FrontendSpec, Programmed, Protocol, ServiceTable, ServiceTableError,
+};

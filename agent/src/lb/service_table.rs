@@ -1,34 +1,24 @@
 //! The service table: which backends serve each frontend, written into the
-//! datapath's maps as slots, touching only entries that change.
+//! datapath's maps so that every connect sees one whole backend set.
 //!
-//! Writes are ordered so that a connect racing with an update always finds a
-//! complete frontend: new slots are written before the master entry announces
-//! them, and surplus slots are removed only after the master stops counting
-//! them.
+//! A change of backends is written as a new revision of the frontend's
+//! slots: the new slots first, then the frontend entry pointing at them
+//! (one map update, atomic for the programs), then the old revision's
+//! slots are deleted. Only the changed frontend's entries are touched. A
+//! table can adopt what an earlier agent left pinned and continue from it
+//! without a flush.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{Ipv4Addr, SocketAddrV4},
 };
 
-use capstan_ebpf_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue};
+use capstan_ebpf_common::{
+    AffinityMatchKey, Backend, FrontendKey, FrontendValue, PROTO_TCP, PROTO_UDP, SCOPE_CLUSTER,
+    SlotKey,
+};
 
-/// A map operation the kernel refused.
-#[derive(Debug, thiserror::Error)]
-#[error("bpf map {map}: {message}")]
-pub struct LbMapError {
-    pub map: &'static str,
-    pub message: String,
-}
-
-/// The two maps the datapath reads. The real implementation writes BPF maps;
-/// unit tests use an in-memory one.
-pub trait LbMaps {
-    fn set_slot(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), LbMapError>;
-    fn remove_slot(&mut self, key: &ServiceKey) -> Result<(), LbMapError>;
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError>;
-    fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError>;
-}
+use super::maps::{LbMapError, LbMaps, MapContents};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -42,6 +32,23 @@ impl Protocol {
             Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,
         }
+    }
+
+    fn from_number(number: u8) -> Option<Self> {
+        match number {
+            PROTO_TCP => Some(Protocol::Tcp),
+            PROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
     }
 }
 
@@ -60,13 +67,28 @@ impl Frontend {
         }
     }
 
-    fn key(&self, slot: u16) -> ServiceKey {
-        ServiceKey::new(
+    pub(super) fn key(&self) -> FrontendKey {
+        FrontendKey::new(
             u32::from(*self.address.ip()).to_be(),
             self.address.port().to_be(),
             self.protocol.number(),
-            slot,
+            SCOPE_CLUSTER,
         )
+    }
+
+    fn from_key(key: &FrontendKey) -> Option<Self> {
+        (key.scope == SCOPE_CLUSTER).then_some(())?;
+        Some(Self::new(
+            Ipv4Addr::from(u32::from_be(key.address)),
+            u16::from_be(key.port),
+            Protocol::from_number(key.protocol)?,
+        ))
+    }
+}
+
+impl std::fmt::Display for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.protocol)
     }
 }
 
@@ -78,92 +100,368 @@ impl BackendAddr {
     fn value(self) -> Backend {
         Backend::new(u32::from(*self.0.ip()).to_be(), self.0.port().to_be())
     }
+
+    fn from_value(backend: &Backend) -> Self {
+        Self(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(backend.address)),
+            u16::from_be(backend.port),
+        ))
+    }
 }
 
-/// Too many backends for one frontend: slots are numbered with a u16.
+/// What one frontend should forward to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontendSpec {
+    /// None refuses connects (a Service with no ready endpoint).
+    pub backends: BTreeSet<BackendAddr>,
+    /// ClientIP session affinity's timeout; 0 for none.
+    pub affinity_timeout_secs: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceTableError {
-    #[error("frontend {0:?} has {1} backends, more than the datapath's {max}", max = u16::MAX)]
+    #[error("frontend {0} has {1} backends, more than the datapath's {max}", max = u16::MAX)]
     TooManyBackends(Frontend, usize),
+    #[error("the datapath holds {0} frontends, its most")]
+    TooManyFrontends(u32),
     #[error(transparent)]
     Map(#[from] LbMapError),
+}
+
+/// One frontend as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed {
+    pub id: u32,
+    pub revision: u16,
+    /// Backend ids in slot order.
+    backends: Vec<u32>,
+    pub affinity_timeout_secs: u32,
 }
 
 /// Frontends and backends as the datapath's maps hold them.
 #[derive(Debug)]
 pub struct ServiceTable<M> {
     maps: M,
-    frontends: HashMap<Frontend, Vec<u32>>,
+    frontends: HashMap<Frontend, Programmed>,
     backends: BackendIds,
+    ids: IdPool,
+    max_frontends: u32,
 }
 
 impl<M: LbMaps> ServiceTable<M> {
-    pub fn new(maps: M) -> Self {
-        Self {
+    /// A table over `maps`, taking over what they hold: frontends whose
+    /// slots are whole are kept as they are, leftovers of an interrupted
+    /// update (slots of another revision, unused backends, stale affinity
+    /// matches) are deleted, and nothing a connect relies on is touched.
+    pub fn adopt(maps: M, max_frontends: u32) -> Result<Self, ServiceTableError> {
+        let MapContents {
+            frontends,
+            slots,
+            backends,
+            affinity_matches,
+        } = maps.contents()?;
+        let mut table = Self {
             maps,
             frontends: HashMap::new(),
             backends: BackendIds::default(),
+            ids: IdPool::default(),
+            max_frontends,
+        };
+        let mut kept_slots = BTreeSet::new();
+        let mut kept_matches = BTreeSet::new();
+        let mut foreign = Vec::new();
+        for (key, value) in &frontends {
+            let Some(frontend) = Frontend::from_key(key) else {
+                foreign.push(*key);
+                continue;
+            };
+            let mut ids = Vec::with_capacity(usize::from(value.count));
+            for slot in 1..=value.count {
+                let slot_key = SlotKey::new(value.id, value.revision, slot);
+                let Some(&id) = slots.get(&slot_key) else {
+                    break;
+                };
+                let Some(backend) = backends.get(&id) else {
+                    break;
+                };
+                table.backends.adopt(id, BackendAddr::from_value(backend));
+                kept_slots.insert(slot_key);
+                ids.push(id);
+            }
+            if value.affinity_timeout_secs > 0 {
+                kept_matches.extend(ids.iter().map(|&backend| AffinityMatchKey {
+                    frontend: value.id,
+                    backend,
+                }));
+            }
+            table.ids.adopt(value.id);
+            table.frontends.insert(
+                frontend,
+                Programmed {
+                    id: value.id,
+                    revision: value.revision,
+                    backends: ids,
+                    affinity_timeout_secs: value.affinity_timeout_secs,
+                },
+            );
         }
+        for key in foreign {
+            table.maps.remove_frontend(&key)?;
+        }
+        for key in slots.keys().filter(|k| !kept_slots.contains(k)) {
+            table.maps.remove_slot(key)?;
+        }
+        for &id in backends.keys().filter(|id| !table.backends.holds(**id)) {
+            table.maps.remove_backend(id)?;
+        }
+        for key in affinity_matches
+            .iter()
+            .filter(|k| !kept_matches.contains(k))
+        {
+            table.maps.remove_affinity_match(key)?;
+        }
+        // A frontend whose slots were cut short is rewritten whole by the
+        // next `set`, which finds its backends differ.
+        Ok(table)
     }
 
-    /// Makes `frontend` forward to exactly `backends` (none removes it).
-    pub fn set_backends(
+    /// Makes `frontend` forward to exactly `spec`'s backends.
+    pub fn set(
         &mut self,
         frontend: Frontend,
-        backends: &[BackendAddr],
+        spec: &FrontendSpec,
     ) -> Result<(), ServiceTableError> {
-        if backends.is_empty() {
-            return self.remove(frontend);
+        let count = u16::try_from(spec.backends.len())
+            .map_err(|_| ServiceTableError::TooManyBackends(frontend, spec.backends.len()))?;
+        let old = self.frontends.get(&frontend).cloned();
+        let unchanged_backends = old.as_ref().is_some_and(|old| {
+            old.backends.len() == spec.backends.len()
+                && old.backends.iter().all(|id| {
+                    self.backends
+                        .addr(*id)
+                        .is_some_and(|a| spec.backends.contains(&a))
+                })
+        });
+        if unchanged_backends
+            && old.as_ref().map(|o| o.affinity_timeout_secs) == Some(spec.affinity_timeout_secs)
+        {
+            return Ok(());
         }
-        let count = u16::try_from(backends.len())
-            .map_err(|_| ServiceTableError::TooManyBackends(frontend, backends.len()))?;
-
-        let mut ids = Vec::with_capacity(backends.len());
-        for &backend in backends {
-            let (id, is_new) = self.backends.acquire(backend);
-            if is_new {
-                self.maps.set_backend(id, backend.value())?;
+        let id = match &old {
+            Some(old) => old.id,
+            None => self
+                .ids
+                .allocate(self.max_frontends)
+                .ok_or(ServiceTableError::TooManyFrontends(self.max_frontends))?,
+        };
+        let (revision, ids) = match (&old, unchanged_backends) {
+            (Some(old), true) => (old.revision, old.backends.clone()),
+            (old, _) => {
+                let revision = old.as_ref().map_or(0, |o| o.revision.wrapping_add(1));
+                match self.write_revision(id, revision, &spec.backends) {
+                    Ok(ids) => (revision, ids),
+                    Err(err) => {
+                        if old.is_none() {
+                            self.ids.free(id);
+                        }
+                        return Err(err);
+                    }
+                }
             }
-            ids.push(id);
+        };
+        let old_matches = old
+            .as_ref()
+            .filter(|o| o.affinity_timeout_secs > 0)
+            .map(|o| matches(id, &o.backends))
+            .unwrap_or_default();
+        let new_matches = if spec.affinity_timeout_secs > 0 {
+            matches(id, &ids)
+        } else {
+            BTreeSet::new()
+        };
+        for key in new_matches.difference(&old_matches) {
+            self.maps.set_affinity_match(*key)?;
         }
-        let old = self.frontends.remove(&frontend).unwrap_or_default();
 
-        for (slot, &id) in (1..=count).zip(&ids) {
-            if old.get(usize::from(slot) - 1) != Some(&id) {
+        let switched = self.maps.set_frontend(
+            frontend.key(),
+            FrontendValue::new(id, count, revision, spec.affinity_timeout_secs),
+        );
+        if let Err(err) = switched {
+            // The frontend still points at its old revision: take back
+            // what was written for the new one.
+            if old.as_ref().is_none_or(|o| o.revision != revision) {
+                self.undo_revision(id, revision, &ids);
+            }
+            if old.is_none() {
+                self.ids.free(id);
+            }
+            return Err(err.into());
+        }
+
+        for key in old_matches.difference(&new_matches) {
+            self.maps.remove_affinity_match(key)?;
+        }
+        if let Some(old) = old.as_ref().filter(|o| o.revision != revision) {
+            for slot in 1..=old.backends.len() as u16 {
                 self.maps
-                    .set_slot(frontend.key(slot), ServiceValue::slot(id))?;
+                    .remove_slot(&SlotKey::new(id, old.revision, slot))?;
             }
+            self.release(&old.backends)?;
         }
-        if old.len() != ids.len() {
-            self.maps
-                .set_slot(frontend.key(0), ServiceValue::master(count))?;
-        }
-        for slot in (ids.len() + 1)..=old.len() {
-            self.maps.remove_slot(&frontend.key(slot as u16))?;
-        }
-        self.frontends.insert(frontend, ids);
-        self.release(old)
+        self.frontends.insert(
+            frontend,
+            Programmed {
+                id,
+                revision,
+                backends: ids,
+                affinity_timeout_secs: spec.affinity_timeout_secs,
+            },
+        );
+        Ok(())
     }
 
-    /// Stops translating `frontend`.
+    /// Stops translating `frontend`: connects to it go where they are
+    /// addressed again.
     pub fn remove(&mut self, frontend: Frontend) -> Result<(), ServiceTableError> {
         let Some(old) = self.frontends.remove(&frontend) else {
             return Ok(());
         };
-        self.maps.remove_slot(&frontend.key(0))?;
-        for slot in 1..=old.len() {
-            self.maps.remove_slot(&frontend.key(slot as u16))?;
+        self.maps.remove_frontend(&frontend.key())?;
+        for slot in 1..=old.backends.len() as u16 {
+            self.maps
+                .remove_slot(&SlotKey::new(old.id, old.revision, slot))?;
         }
-        self.release(old)
+        if old.affinity_timeout_secs > 0 {
+            for key in matches(old.id, &old.backends) {
+                self.maps.remove_affinity_match(&key)?;
+            }
+        }
+        self.maps.remove_stats(old.id)?;
+        self.release(&old.backends)?;
+        self.ids.free(old.id);
+        Ok(())
     }
 
-    fn release(&mut self, ids: Vec<u32>) -> Result<(), ServiceTableError> {
-        for id in ids {
+    /// Every frontend programmed.
+    pub fn frontends(&self) -> impl Iterator<Item = &Frontend> {
+        self.frontends.keys()
+    }
+
+    /// What `frontend` is programmed as, and its backends in slot order.
+    pub fn programmed(&self, frontend: &Frontend) -> Option<(&Programmed, Vec<BackendAddr>)> {
+        let programmed = self.frontends.get(frontend)?;
+        let backends = programmed
+            .backends
+            .iter()
+            .filter_map(|id| self.backends.addr(*id))
+            .collect();
+        Some((programmed, backends))
+    }
+
+    /// The maps, for reading what the programs counted.
+    pub fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    #[cfg(test)]
+    pub(super) fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
+    }
+
+    /// Writes revision `revision` of frontend `id`: its backends, then its
+    /// slots. On a refused write, what was written is taken back, so the
+    /// maps hold no part of a set.
+    fn write_revision(
+        &mut self,
+        id: u32,
+        revision: u16,
+        backends: &BTreeSet<BackendAddr>,
+    ) -> Result<Vec<u32>, ServiceTableError> {
+        let mut ids = Vec::with_capacity(backends.len());
+        for &backend in backends {
+            let (backend_id, is_new) = self.backends.acquire(backend);
+            ids.push(backend_id);
+            if is_new && let Err(err) = self.maps.set_backend(backend_id, backend.value()) {
+                self.undo_revision(id, revision, &ids);
+                return Err(err.into());
+            }
+        }
+        for (slot, &backend_id) in (1..).zip(&ids) {
+            if let Err(err) = self
+                .maps
+                .set_slot(SlotKey::new(id, revision, slot), backend_id)
+            {
+                self.undo_revision(id, revision, &ids);
+                return Err(err.into());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Best effort: the maps refused a write already, and a refused
+    /// removal leaves only an entry nothing points at.
+    fn undo_revision(&mut self, id: u32, revision: u16, ids: &[u32]) {
+        for slot in 1..=ids.len() as u16 {
+            let _ = self.maps.remove_slot(&SlotKey::new(id, revision, slot));
+        }
+        let _ = self.release(ids);
+    }
+
+    fn release(&mut self, ids: &[u32]) -> Result<(), ServiceTableError> {
+        for &id in ids {
             if self.backends.release(id) {
                 self.maps.remove_backend(id)?;
             }
         }
         Ok(())
+    }
+}
+
+fn matches(frontend: u32, backends: &[u32]) -> BTreeSet<AffinityMatchKey> {
+    backends
+        .iter()
+        .map(|&backend| AffinityMatchKey { frontend, backend })
+        .collect()
+}
+
+/// Frontend ids: the lowest free one first, so ids stay dense.
+#[derive(Debug, Default)]
+struct IdPool {
+    used: BTreeSet<u32>,
+    free: BTreeSet<u32>,
+    next: u32,
+}
+
+impl IdPool {
+    fn allocate(&mut self, max: u32) -> Option<u32> {
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None if self.next < max => {
+                self.next += 1;
+                self.next
+            }
+            None => return None,
+        };
+        self.used.insert(id);
+        Some(id)
+    }
+
+    fn adopt(&mut self, id: u32) {
+        self.used.insert(id);
+        self.free.remove(&id);
+        while self.next < id {
+            self.next += 1;
+            if !self.used.contains(&self.next) {
+                self.free.insert(self.next);
+            }
+        }
+    }
+
+    fn free(&mut self, id: u32) {
+        if self.used.remove(&id) {
+            self.free.insert(id);
+        }
     }
 }
 
@@ -192,6 +490,21 @@ impl BackendIds {
         (id, true)
     }
 
+    /// Counts one more use of `id`, found in the maps at `backend`.
+    fn adopt(&mut self, id: u32, backend: BackendAddr) {
+        self.by_addr.entry(backend).or_insert((id, 0)).1 += 1;
+        self.addr_of.insert(id, backend);
+        self.next = self.next.max(id);
+    }
+
+    fn holds(&self, id: u32) -> bool {
+        self.addr_of.contains_key(&id)
+    }
+
+    fn addr(&self, id: u32) -> Option<BackendAddr> {
+        self.addr_of.get(&id).copied()
+    }
+
     /// Drops one use of `id`; true when nothing uses it any more.
     fn release(&mut self, id: u32) -> bool {
         let Some(addr) = self.addr_of.get(&id).copied() else {
@@ -212,174 +525,5 @@ impl BackendIds {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// In-memory maps that record every write in order.
-    #[derive(Debug, Default)]
-    struct RecordingMaps {
-        slots: BTreeMap<(u32, u16, u8, u16), ServiceValue>,
-        backends: BTreeMap<u32, Backend>,
-        log: Vec<String>,
-    }
-
-    fn flat(key: &ServiceKey) -> (u32, u16, u8, u16) {
-        (key.address, key.port, key.protocol, key.backend_slot)
-    }
-
-    impl LbMaps for RecordingMaps {
-        fn set_slot(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), LbMapError> {
-            self.log.push(format!("set slot {}", key.backend_slot));
-            self.slots.insert(flat(&key), value);
-            Ok(())
-        }
-        fn remove_slot(&mut self, key: &ServiceKey) -> Result<(), LbMapError> {
-            self.log.push(format!("remove slot {}", key.backend_slot));
-            self.slots.remove(&flat(key));
-            Ok(())
-        }
-        fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError> {
-            self.log.push(format!("set backend {id}"));
-            self.backends.insert(id, backend);
-            Ok(())
-        }
-        fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError> {
-            self.log.push(format!("remove backend {id}"));
-            self.backends.remove(&id);
-            Ok(())
-        }
-    }
-
-    fn frontend() -> Frontend {
-        Frontend::new(Ipv4Addr::new(10, 96, 0, 10), 53, Protocol::Udp)
-    }
-
-    fn backend(last: u8) -> BackendAddr {
-        BackendAddr(SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, last), 8080))
-    }
-
-    /// What the datapath would resolve each slot to.
-    fn resolved(table: &ServiceTable<RecordingMaps>, frontend: Frontend) -> Vec<BackendAddr> {
-        let maps = &table.maps;
-        let Some(master) = maps.slots.get(&flat(&frontend.key(0))) else {
-            return Vec::new();
-        };
-        (1..=master.count)
-            .map(|slot| {
-                let id = maps.slots[&flat(&frontend.key(slot))].backend_id;
-                let b = maps.backends[&id];
-                BackendAddr(SocketAddrV4::new(
-                    Ipv4Addr::from(u32::from_be(b.address)),
-                    u16::from_be(b.port),
-                ))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn keys_are_in_network_byte_order() {
-        let key = frontend().key(3);
-        assert_eq!(key.address.to_ne_bytes(), [10, 96, 0, 10]);
-        assert_eq!(key.port.to_ne_bytes(), [0, 53]);
-        assert_eq!((key.protocol, key.backend_slot), (PROTO_UDP, 3));
-    }
-
-    #[test]
-    fn growing_writes_slots_before_the_master() {
-        let mut table = ServiceTable::new(RecordingMaps::default());
-        table.set_backends(frontend(), &[backend(1)]).unwrap();
-        table.maps.log.clear();
-
-        table
-            .set_backends(frontend(), &[backend(1), backend(2), backend(3)])
-            .unwrap();
-
-        assert_eq!(
-            table.maps.log,
-            [
-                "set backend 2",
-                "set backend 3",
-                "set slot 2",
-                "set slot 3",
-                "set slot 0"
-            ]
-        );
-        assert_eq!(
-            resolved(&table, frontend()),
-            [backend(1), backend(2), backend(3)]
-        );
-    }
-
-    #[test]
-    fn shrinking_updates_the_master_before_removing_slots() {
-        let mut table = ServiceTable::new(RecordingMaps::default());
-        table
-            .set_backends(frontend(), &[backend(1), backend(2), backend(3)])
-            .unwrap();
-        table.maps.log.clear();
-
-        table.set_backends(frontend(), &[backend(1)]).unwrap();
-
-        assert_eq!(
-            table.maps.log,
-            [
-                "set slot 0",
-                "remove slot 2",
-                "remove slot 3",
-                "remove backend 2",
-                "remove backend 3"
-            ]
-        );
-        assert_eq!(resolved(&table, frontend()), [backend(1)]);
-    }
-
-    #[test]
-    fn an_unchanged_set_writes_nothing() {
-        let mut table = ServiceTable::new(RecordingMaps::default());
-        table
-            .set_backends(frontend(), &[backend(1), backend(2)])
-            .unwrap();
-        table.maps.log.clear();
-
-        table
-            .set_backends(frontend(), &[backend(1), backend(2)])
-            .unwrap();
-
-        assert!(table.maps.log.is_empty(), "{:?}", table.maps.log);
-    }
-
-    #[test]
-    fn backends_shared_by_frontends_live_until_the_last_user_goes() {
-        let other = Frontend::new(Ipv4Addr::new(10, 96, 0, 11), 80, Protocol::Tcp);
-        let mut table = ServiceTable::new(RecordingMaps::default());
-        table.set_backends(frontend(), &[backend(1)]).unwrap();
-        table.set_backends(other, &[backend(1)]).unwrap();
-        assert_eq!(table.maps.backends.len(), 1);
-
-        table.remove(frontend()).unwrap();
-        assert_eq!(resolved(&table, other), [backend(1)]);
-        assert!(resolved(&table, frontend()).is_empty());
-
-        table.set_backends(other, &[]).unwrap();
-        assert!(table.maps.backends.is_empty());
-        assert!(table.maps.slots.is_empty());
-    }
-
-    #[test]
-    fn freed_backend_ids_are_reused() {
-        let mut table = ServiceTable::new(RecordingMaps::default());
-        table
-            .set_backends(frontend(), &[backend(1), backend(2)])
-            .unwrap();
-        table.set_backends(frontend(), &[backend(1)]).unwrap();
-        table
-            .set_backends(frontend(), &[backend(1), backend(9)])
-            .unwrap();
-
-        assert_eq!(
-            table.maps.backends.keys().copied().collect::<Vec<_>>(),
-            [1, 2]
-        );
-        assert_eq!(resolved(&table, frontend()), [backend(1), backend(9)]);
-    }
-}
+#[path = "service_table_tests.rs"]
+mod tests;

@@ -6,6 +6,7 @@ mod bridge;
 mod ip;
 mod ipam;
 mod namespaces;
+mod routes;
 mod sandbox;
 
 use std::{io, net::Ipv4Addr, path::PathBuf};
@@ -14,6 +15,7 @@ pub use bridge::{BRIDGE, NodeNetwork};
 pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp};
 pub use ipam::AddressPool;
 pub use namespaces::PodNamespaces;
+pub use routes::PodRoutes;
 pub use sandbox::{PodSandboxes, Sandbox, Sandboxes};
 
 /// The cluster's pod network; every node's pod CIDR is a /24 of it.
@@ -56,6 +58,13 @@ impl NetworkError {
             source,
         }
     }
+}
+
+/// Lets this network namespace forward packets between pods, and between
+/// pods and other nodes, as every Kubernetes node must.
+pub fn enable_forwarding() -> Result<(), NetworkError> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    std::fs::write(path, "1").map_err(NetworkError::io("writing", path))
 }
 
 /// A node's pod subnet: a /24, its first address the bridge's.

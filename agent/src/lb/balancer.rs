@@ -1,0 +1,252 @@
+//! The load balancer's reconciler: keeps the service table equal to what
+//! the Services and EndpointSlices in the agent's cache ask for.
+//!
+//! Level-triggered, one Service at a time: a notice about a Service or one
+//! of its slices marks the Service dirty, and reconciling it compares what
+//! it wants with what is programmed for it, touching only the difference.
+//! Nothing is written until both kinds have been listed once, so an agent
+//! that adopted pinned state does not briefly see Services without their
+//! endpoints (and refuse connects); then frontends no Service wants are
+//! removed. A relist after a watch gap arrives as notices for exactly the
+//! objects that changed, so it too costs only the difference.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Instant,
+};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use tokio::sync::mpsc;
+
+use super::{
+    desired,
+    maps::LbMaps,
+    service_table::{Frontend, ServiceTable},
+};
+use crate::cache::{Notice, ObjectKey, Watched};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug)]
+pub struct Balancer<M> {
+    node: String,
+    services: Arc<Watched<Service>>,
+    slices: Arc<Watched<EndpointSlice>>,
+    table: ServiceTable<M>,
+    /// The frontends programmed for each Service.
+    programmed: HashMap<ObjectKey, BTreeSet<Frontend>>,
+    /// Each Service's slices, and each slice's Service, by the label.
+    slices_of: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    service_of: HashMap<ObjectKey, ObjectKey>,
+    /// Whether the first full list has been programmed and swept.
+    swept: bool,
+}
+
+/// What one pass of the loop collected.
+#[derive(Default)]
+struct Pending {
+    dirty: BTreeSet<ObjectKey>,
+    services_synced: bool,
+    slices_synced: bool,
+}
+
+impl<M: LbMaps> Balancer<M> {
+    pub fn new(
+        node: String,
+        services: Arc<Watched<Service>>,
+        slices: Arc<Watched<EndpointSlice>>,
+        table: ServiceTable<M>,
+    ) -> Self {
+        Self {
+            node,
+            services,
+            slices,
+            table,
+            programmed: HashMap::new(),
+            slices_of: HashMap::new(),
+            service_of: HashMap::new(),
+            swept: false,
+        }
+    }
+
+    /// Reconciles until the cache's subscriptions end.
+    pub async fn run(mut self) {
+        let mut services = self.services.subscribe();
+        let mut slices = self.slices.subscribe();
+        let mut pending = Pending::default();
+        loop {
+            tokio::select! {
+                notice = services.recv() => match notice {
+                    Some(notice) => self.on_service(notice, &mut pending),
+                    None => return,
+                },
+                notice = slices.recv() => match notice {
+                    Some(notice) => self.on_slice(notice, &mut pending),
+                    None => return,
+                },
+            }
+            // Take the whole burst before programming: a relist or a
+            // rollout is one pass, not one per notice.
+            self.drain(&mut services, &mut slices, &mut pending);
+            self.program(&mut pending);
+        }
+    }
+
+    /// Reconciles every dirty Service, once both kinds have been listed;
+    /// after the first list, sweeps what no Service wants.
+    fn program(&mut self, pending: &mut Pending) {
+        if !(pending.services_synced && pending.slices_synced) {
+            return;
+        }
+        let started_at = Instant::now();
+        let count = pending.dirty.len();
+        for key in std::mem::take(&mut pending.dirty) {
+            self.reconcile(&key);
+        }
+        if !self.swept {
+            self.swept = true;
+            self.sweep();
+            tracing::info!(
+                services = count,
+                frontends = self.table.frontends().count(),
+                took_ms = started_at.elapsed().as_millis() as u64,
+                "service datapath programmed from the first list"
+            );
+        }
+    }
+
+    fn drain(
+        &mut self,
+        services: &mut mpsc::UnboundedReceiver<Notice>,
+        slices: &mut mpsc::UnboundedReceiver<Notice>,
+        pending: &mut Pending,
+    ) {
+        loop {
+            let mut took = false;
+            while let Ok(notice) = services.try_recv() {
+                self.on_service(notice, pending);
+                took = true;
+            }
+            while let Ok(notice) = slices.try_recv() {
+                self.on_slice(notice, pending);
+                took = true;
+            }
+            if !took {
+                return;
+            }
+        }
+    }
+
+    fn on_service(&mut self, notice: Notice, pending: &mut Pending) {
+        match notice {
+            Notice::Changed(key) => {
+                pending.dirty.insert(key);
+            }
+            Notice::Synced => pending.services_synced = true,
+        }
+    }
+
+    fn on_slice(&mut self, notice: Notice, pending: &mut Pending) {
+        let key = match notice {
+            Notice::Changed(key) => key,
+            Notice::Synced => {
+                pending.slices_synced = true;
+                return;
+            }
+        };
+        let now = self.slices.get(&key).and_then(|slice| {
+            let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+            Some(ObjectKey {
+                namespace: key.namespace.clone(),
+                name: name.clone(),
+            })
+        });
+        let before = self.service_of.remove(&key);
+        if let Some(before) = &before {
+            if let Some(set) = self.slices_of.get_mut(before) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.slices_of.remove(before);
+                }
+            }
+            pending.dirty.insert(before.clone());
+        }
+        if let Some(now) = now {
+            self.slices_of
+                .entry(now.clone())
+                .or_default()
+                .insert(key.clone());
+            self.service_of.insert(key, now.clone());
+            pending.dirty.insert(now);
+        }
+    }
+
+    /// Makes the datapath hold what Service `key` wants, and nothing else
+    /// for it.
+    fn reconcile(&mut self, key: &ObjectKey) {
+        let wanted = match self.services.get(key) {
+            Some(service) => {
+                let slices: Vec<Arc<EndpointSlice>> = self
+                    .slices_of
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|slice| self.slices.get(slice))
+                    .collect();
+                let slices: Vec<&EndpointSlice> = slices.iter().map(Arc::as_ref).collect();
+                desired::frontends(&service, &slices, &self.node)
+            }
+            None => BTreeMap::new(),
+        };
+        let before = self.programmed.remove(key).unwrap_or_default();
+        let mut now = BTreeSet::new();
+        for frontend in before.iter().filter(|f| !wanted.contains_key(f)) {
+            if let Err(err) = self.table.remove(*frontend) {
+                tracing::warn!(service = %key, %frontend, %err, "removing a frontend");
+                now.insert(*frontend);
+            }
+        }
+        for (frontend, spec) in &wanted {
+            match self.table.set(*frontend, spec) {
+                Ok(()) => {
+                    now.insert(*frontend);
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        service = %key, %frontend, %err,
+                        "programming a frontend: it keeps what it had"
+                    );
+                    if before.contains(frontend) {
+                        now.insert(*frontend);
+                    }
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.programmed.insert(key.clone(), now);
+        }
+    }
+
+    /// Removes frontends that no Service wants: left by an earlier agent
+    /// for Services deleted while it was away.
+    fn sweep(&mut self) {
+        let wanted: BTreeSet<Frontend> = self.programmed.values().flatten().copied().collect();
+        let stale: Vec<Frontend> = self
+            .table
+            .frontends()
+            .filter(|f| !wanted.contains(f))
+            .copied()
+            .collect();
+        for frontend in stale {
+            if let Err(err) = self.table.remove(frontend) {
+                tracing::warn!(%frontend, %err, "removing a stale frontend");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "balancer_tests.rs"]
+mod tests;
