@@ -1,7 +1,12 @@
 //! What a cluster has from its first start: the namespaces `default`,
-//! `kube-system`, `kube-public` and `kube-node-lease`, and the `kubernetes`
-//! Service at the first service address. Created through the API router,
-//! so they are defaulted and validated like anything a user creates.
+//! `kube-system`, `kube-public` and `kube-node-lease`, the `kubernetes`
+//! Service at the first service address, and that Service's endpoints
+//! (the Endpoints and EndpointSlice naming control's advertised address,
+//! written at every start as kube-apiserver's endpoint reconciler does).
+//! Made through the API router, so they are defaulted and validated like
+//! anything a user creates.
+
+use std::net::SocketAddr;
 
 use axum::{Router, body::Body, http::Request};
 use serde_json::{Value, json};
@@ -47,44 +52,123 @@ pub async fn ensure_defaults(
     create(app, token, "/api/v1/namespaces/default/services", service).await
 }
 
-async fn create(
+/// Points the `kubernetes` Service at `api`: an Endpoints object and an
+/// EndpointSlice of the same name, replaced when they name another
+/// address.
+pub async fn ensure_api_endpoints(
     app: &Router,
     token: &str,
-    path: &str,
-    object: Value,
+    api: SocketAddr,
 ) -> Result<(), BootstrapError> {
-    let what = format!(
-        "{path}/{}",
-        object["metadata"]["name"].as_str().unwrap_or_default()
-    );
-    let request = Request::post(path)
+    let (ip, port) = (api.ip().to_string(), api.port());
+    let address_type = if api.is_ipv4() { "IPv4" } else { "IPv6" };
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": { "name": "kubernetes", "namespace": "default",
+                      "labels": { "endpointslice.kubernetes.io/skip-mirror": "true" } },
+        "subsets": [{
+            "addresses": [{ "ip": ip }],
+            "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+        }],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": { "name": "kubernetes", "namespace": "default",
+                      "labels": { "kubernetes.io/service-name": "kubernetes" } },
+        "addressType": address_type,
+        "endpoints": [{ "addresses": [ip], "conditions": { "ready": true } }],
+        "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+    });
+    replace(
+        app,
+        token,
+        "/api/v1/namespaces/default/endpoints",
+        endpoints,
+    )
+    .await?;
+    replace(
+        app,
+        token,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        slice,
+    )
+    .await
+}
+
+/// Creates `object` in `collection`, or overwrites what is there.
+async fn replace(
+    app: &Router,
+    token: &str,
+    collection: &str,
+    mut object: Value,
+) -> Result<(), BootstrapError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let path = format!("{collection}/{name}");
+    let (code, current) = call(app, token, "GET", &path, None).await?;
+    if code == 404 {
+        return create(app, token, collection, object).await;
+    }
+    object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    let (code, body) = call(app, token, "PUT", &path, Some(&object)).await?;
+    if code == 200 {
+        return Ok(());
+    }
+    Err(BootstrapError {
+        what: path,
+        code,
+        body: body.to_string(),
+    })
+}
+
+async fn call(
+    app: &Router,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), BootstrapError> {
+    let failed = |body: String| BootstrapError {
+        what: path.to_owned(),
+        code: 0,
+        body,
+    };
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
         .header("Authorization", format!("Bearer {token}"))
         .header("Content-Type", "application/json")
-        .body(Body::from(object.to_string()))
-        .map_err(|err| BootstrapError {
-            what: what.clone(),
-            code: 0,
-            body: err.to_string(),
-        })?;
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .map_err(|err| failed(err.to_string()))?;
     let response = app
         .clone()
         .oneshot(request)
         .await
-        .map_err(|err| BootstrapError {
-            what: what.clone(),
-            code: 0,
-            body: err.to_string(),
-        })?;
+        .map_err(|err| failed(err.to_string()))?;
     let code = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    Ok((code, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+async fn create(
+    app: &Router,
+    token: &str,
+    collection: &str,
+    object: Value,
+) -> Result<(), BootstrapError> {
+    let (code, body) = call(app, token, "POST", collection, Some(&object)).await?;
     if code == 201 || code == 409 {
         return Ok(());
     }
-    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
-        .await
-        .unwrap_or_default();
     Err(BootstrapError {
-        what,
+        what: format!(
+            "{collection}/{}",
+            object["metadata"]["name"].as_str().unwrap_or_default()
+        ),
         code,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: body.to_string(),
     })
 }

@@ -27,6 +27,10 @@ struct Args {
     /// Extra names and addresses for the serving certificate.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// The address pods reach the API at through the `kubernetes` Service
+    /// (default: the --listen address, or this host's first IPv4 address).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// Keep cluster state in this etcd cluster instead of the embedded store
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379).
     #[arg(long, value_delimiter = ',')]
@@ -156,6 +160,7 @@ async fn run() -> anyhow::Result<()> {
         listen: args.listen,
         insecure_listen: args.insecure_listen,
         tls_san: args.tls_san,
+        advertise_address: args.advertise_address,
         etcd_servers: args.etcd_servers,
         scheduler,
         controllers: ControllersConfig {

@@ -5,7 +5,7 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -36,6 +36,10 @@ pub struct ControlConfig {
     pub insecure_listen: Option<SocketAddr>,
     /// Extra names and addresses for the serving certificate.
     pub tls_san: Vec<String>,
+    /// The address the `kubernetes` Service's endpoints name, where pods
+    /// reach the API; None: the listen address if it is one, else the
+    /// host's first non-loopback IPv4 address.
+    pub advertise_address: Option<IpAddr>,
     /// Keep state in etcd at these client URLs instead of the embedded store.
     pub etcd_servers: Vec<String>,
     /// Run the built-in scheduler with this configuration; None leaves
@@ -128,6 +132,18 @@ impl RunningControl {
     }
 }
 
+/// This host's non-loopback IPv4 addresses, in interface order.
+fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|interfaces| {
+            interfaces
+                .filter_map(|interface| Some(interface.address?.as_sockaddr_in()?.ip()))
+                .filter(|ip| !ip.is_loopback())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Names the serving certificate must carry: this host's names and
 /// addresses, and the `kubernetes` Service's.
 fn serving_names(extra: &[String]) -> Vec<String> {
@@ -146,13 +162,7 @@ fn serving_names(extra: &[String]) -> Vec<String> {
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         names.push(host.trim().to_owned());
     }
-    if let Ok(addresses) = nix::ifaddrs::getifaddrs() {
-        for interface in addresses {
-            if let Some(ip) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
-                names.push(ip.ip().to_string());
-            }
-        }
-    }
+    names.extend(host_ipv4_addresses().iter().map(Ipv4Addr::to_string));
     names.extend(extra.iter().cloned());
     names.sort();
     names.dedup();
@@ -225,6 +235,24 @@ pub async fn start(config: ControlConfig) -> Result<RunningControl, ServiceError
         config.default_tolerations,
     ));
     bootstrap::ensure_defaults(&app, &admin_token, address.port()).await?;
+    let advertised = config
+        .advertise_address
+        .or_else(|| (!address.ip().is_unspecified()).then(|| address.ip()))
+        .or_else(|| host_ipv4_addresses().into_iter().map(IpAddr::V4).next());
+    match advertised {
+        Some(ip) => {
+            bootstrap::ensure_api_endpoints(
+                &app,
+                &admin_token,
+                SocketAddr::new(ip, address.port()),
+            )
+            .await?;
+        }
+        None => tracing::warn!(
+            "no address to advertise: pods cannot reach the API through the kubernetes Service \
+             (set --advertise-address)"
+        ),
+    }
     let scheduler = config
         .scheduler
         .map(|c| scheduler::spawn(Arc::clone(&store), app.clone(), &admin_token, c));

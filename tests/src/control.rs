@@ -171,6 +171,8 @@ async fn start_at(
         listen,
         insecure_listen: None,
         tls_san: tls_san.to_vec(),
+        // The host address agents reach control at, when it is a test host.
+        advertise_address: tls_san.first().and_then(|san| san.parse().ok()),
         etcd_servers: Vec::new(),
         scheduler: Some(SchedulerConfig::default()),
         controllers: settings.controllers,
