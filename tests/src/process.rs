@@ -20,7 +20,16 @@ pub fn place(
     netns: Option<&Netns>,
     cgroup: Option<&str>,
 ) -> anyhow::Result<()> {
-    let netns = netns.map(Netns::file).transpose()?;
+    place_in(command, netns.map(Netns::file).transpose()?, cgroup)
+}
+
+/// As [`place`], in the network namespace `netns` is open on (one the
+/// harness did not make, such as a pod's).
+pub fn place_in(
+    command: &mut Command,
+    netns: Option<File>,
+    cgroup: Option<&str>,
+) -> anyhow::Result<()> {
     let procs = cgroup.map(open_procs).transpose()?;
     let netns_fd = netns.as_ref().map(AsRawFd::as_raw_fd);
     let procs_fd = procs.as_ref().map(AsRawFd::as_raw_fd);

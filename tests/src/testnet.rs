@@ -218,6 +218,25 @@ impl TestHost {
         format!("/{}/{container}", self.cgroup_base)
     }
 
+    /// `program` set to start in the network namespace of the pod with
+    /// uid `pod_uid` (as the agent of this host made it), in a cgroup
+    /// beside that host's pods, so the Service datapath applies to it as
+    /// to the pod's own processes.
+    pub fn pod_command(
+        &self,
+        pod_uid: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> anyhow::Result<Command> {
+        let path = std::path::Path::new("/run/netns")
+            .join(format!("{}{pod_uid}", self.pod_netns_prefix()));
+        let netns = std::fs::File::open(&path)
+            .with_context(|| format!("opening the pod's network namespace {}", path.display()))?;
+        let mut command = Command::new(program);
+        let cgroup = format!("{}/test-clients", self.cgroup("pods"));
+        crate::process::place_in(&mut command, Some(netns), Some(&cgroup))?;
+        Ok(command)
+    }
+
     /// A directory of this host for a test's files, created on demand.
     pub fn run_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = self.run_dir.join(name);

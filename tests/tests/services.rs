@@ -1,0 +1,292 @@
+//! Services end to end on three real nodes: a ClusterIP in front of a
+//! Deployment spread over the nodes is balanced by each node's eBPF
+//! datapath over TCP and UDP (unconnected and connected), with the Service
+//! address as peer and reply source; pods reach each other across nodes
+//! by pod IP with their own address as source; the `kubernetes` Service
+//! reaches control's API; scaling changes where new connections go within
+//! a second, and a Service with no endpoint refuses at once.
+//!
+//! The clients run in the pods' own network namespaces (the web pods', one
+//! per node), in a cgroup beside the pods, as a process of the pod would.
+
+#![allow(clippy::unwrap_used)] // a failed step is a failed test
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use capstan_tests::{
+    TestNet,
+    artifacts::{self, TESTAPP_IMAGE},
+    cluster::{TestCluster, serving},
+};
+use k8s_openapi::api::{
+    core::v1::{Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{Api, api::ListParams};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn host_index(node: &str) -> u8 {
+    node.trim_start_matches('h').parse().unwrap()
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+/// `testapp <args>` run inside `pod`'s network namespace on its node.
+async fn in_pod(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let host = cluster.net.host(host_index(&node_of(pod)));
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut command = host.pod_command(&uid, artifacts::testapp()?)?;
+    command.args(args);
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
+}
+
+/// How many answers each line got.
+fn tally(output: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in output.lines() {
+        *counts.entry(line.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+async fn web_pods(cluster: &TestCluster) -> anyhow::Result<Vec<Pod>> {
+    let pods = cluster
+        .pods("default")
+        .list(&ListParams::default().labels("app=web"))
+        .await?;
+    Ok(pods.items.into_iter().filter(serving).collect())
+}
+
+/// Waits until the Service's slices list exactly `n` ready endpoints.
+async fn wait_ready_endpoints(cluster: &TestCluster, n: usize) -> anyhow::Result<()> {
+    let slices: Api<EndpointSlice> = Api::namespaced(cluster.client(), "default");
+    cluster
+        .eventually(WAIT, &format!("{n} ready endpoints of web"), || async {
+            let list = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .ok()?;
+            let ready = list
+                .items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| {
+                    let c = e.conditions.as_ref();
+                    c.and_then(|c| c.ready).unwrap_or(true)
+                })
+                .count();
+            (ready == n).then_some(())
+        })
+        .await
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn cluster_ips_are_balanced_by_every_nodes_datapath() {
+    TestCluster::run(TestNet::new(3).unwrap(), async |cluster| {
+        cluster
+            .apply(&format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {TESTAPP_IMAGE}
+        ports:
+        - {{name: http, containerPort: 8080}}
+        - {{name: echo-udp, containerPort: 8082, protocol: UDP}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports:
+  - {{name: http, port: 80, targetPort: http}}
+  - {{name: dns, port: 53, targetPort: echo-udp, protocol: UDP}}
+"#
+            ))
+            .await?;
+        let rolled = cluster
+            .kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"])
+            .await?;
+        anyhow::ensure!(rolled.contains("successfully rolled out"), "{rolled}");
+        wait_ready_endpoints(cluster, 3).await?;
+        let pods = web_pods(cluster).await?;
+        let nodes: BTreeSet<String> = pods.iter().map(node_of).collect();
+        anyhow::ensure!(nodes.len() == 3, "one web pod per node: {nodes:?}");
+        let names: BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+
+        let services: Api<Service> = Api::namespaced(cluster.client(), "default");
+        let ip = services
+            .get("web")
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap_or_default();
+        let http = format!("{ip}:80");
+        let dns = format!("{ip}:53");
+
+        // TCP: from a pod on each node, 300 requests reach all three
+        // backends, none fails (hairpin included: a pod lands on itself).
+        for pod in &pods {
+            let (ok, out) =
+                in_pod(cluster, pod, &["get", &http, "/hostname", "--count", "300"]).await?;
+            anyhow::ensure!(ok, "from {}: {out}", node_of(pod));
+            let answered: BTreeSet<String> = tally(&out).into_keys().collect();
+            anyhow::ensure!(answered == names, "from {}: {answered:?}", node_of(pod));
+        }
+
+        // UDP, unconnected: every reply from the Service address, spread.
+        let client = &pods[0];
+        let (ok, out) = in_pod(cluster, client, &["udp", &dns, "--count", "60"]).await?;
+        anyhow::ensure!(ok, "{out}");
+        let prefix = format!("from={dns} reply=");
+        let answered: BTreeSet<&str> = out
+            .lines()
+            .map(|l| {
+                l.strip_prefix(&prefix)
+                    .ok_or_else(|| anyhow::anyhow!("{l}"))
+            })
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(answered.len() == 3, "{answered:?}");
+
+        // UDP, connected: getpeername and the replies show the Service.
+        let (ok, out) = in_pod(
+            cluster,
+            client,
+            &["udp", &dns, "--connected", "--count", "5"],
+        )
+        .await?;
+        anyhow::ensure!(ok, "{out}");
+        anyhow::ensure!(out.starts_with(&format!("peer={dns}\n")), "{out}");
+        anyhow::ensure!(out.lines().skip(1).all(|l| l.starts_with(&prefix)), "{out}");
+
+        // Pod to pod across nodes, the client's own address as source.
+        for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+            let target = format!("{}:8080", pod_ip(&pods[to]));
+            let (ok, out) = in_pod(cluster, &pods[from], &["get", &target, "/clientip"]).await?;
+            anyhow::ensure!(ok, "{out}");
+            let seen = out.trim().rsplit_once(':').map(|(ip, _)| ip.to_owned());
+            anyhow::ensure!(
+                seen.as_deref() == Some(pod_ip(&pods[from]).as_str()),
+                "{} -> {}: the server saw {out}",
+                node_of(&pods[from]),
+                node_of(&pods[to])
+            );
+        }
+
+        // The kubernetes Service reaches control's API.
+        let (ok, out) = in_pod(
+            cluster,
+            client,
+            &["connect", "10.96.0.1:443", "--timeout-secs", "2"],
+        )
+        .await?;
+        anyhow::ensure!(
+            out.contains("peer=10.96.0.1:443"),
+            "connecting to the kubernetes Service (ok={ok}): {out}"
+        );
+
+        // Scale to one: within a second of the slice's change, new
+        // connections go only to the pod left.
+        cluster
+            .kubectl(&["scale", "deployment/web", "--replicas=1"])
+            .await?;
+        wait_ready_endpoints(cluster, 1).await?;
+        let changed = Instant::now();
+        let left = web_pods(cluster).await?;
+        let left: BTreeSet<String> = left
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let survivor = pods
+            .iter()
+            .find(|p| p.metadata.name.as_ref().is_some_and(|n| left.contains(n)))
+            .ok_or_else(|| anyhow::anyhow!("no pod of the three is left: {left:?}"))?;
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(changed.elapsed())).await;
+        let (ok, out) = in_pod(
+            cluster,
+            survivor,
+            &["get", &http, "/hostname", "--count", "30"],
+        )
+        .await?;
+        anyhow::ensure!(ok, "{out}");
+        let answered: BTreeSet<String> = tally(&out).into_keys().collect();
+        anyhow::ensure!(answered == left, "after scaling to one: {answered:?}");
+
+        // No endpoint: refused at once, not left to time out.
+        cluster
+            .kubectl(&[
+                "patch",
+                "service",
+                "web",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"selector":{"app":"nobody"}}}"#,
+            ])
+            .await?;
+        wait_ready_endpoints(cluster, 0).await?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let started = Instant::now();
+            let (ok, out) = in_pod(
+                cluster,
+                survivor,
+                &["connect", &http, "--timeout-secs", "2"],
+            )
+            .await?;
+            if !ok && out.contains("Connection refused") {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_millis(500),
+                    "refused only after {:?}",
+                    started.elapsed()
+                );
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "not refused a second after the last endpoint went: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    });
+}
