@@ -3,8 +3,12 @@
 //! datapath over TCP and UDP (unconnected and connected), with the Service
 //! address as peer and reply source; pods reach each other across nodes
 //! by pod IP with their own address as source; the `kubernetes` Service
-//! reaches control's API; scaling changes where new connections go within
-//! a second, and a Service with no endpoint refuses at once.
+//! reaches control's API; ClientIP affinity holds a client on one backend;
+//! a SIGKILLed agent leaves connects working while it is down and across
+//! its restart, whose successor applies what changed meanwhile
+//! (internalTrafficPolicy Local, which keeps each node on its own pod);
+//! scaling changes where new connections go within a second, and a
+//! Service with no endpoint refuses at once.
 //!
 //! The clients run in the pods' own network namespaces (the web pods', one
 //! per node), in a cgroup beside the pods, as a process of the pod would.
@@ -13,6 +17,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -47,19 +52,71 @@ fn pod_ip(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// `testapp <args>` run inside `pod`'s network namespace on its node.
-async fn in_pod(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<(bool, String)> {
+/// `testapp <args>` set to run inside `pod`'s network namespace on its
+/// node.
+fn pod_testapp(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<Command> {
     let host = cluster.net.host(host_index(&node_of(pod)));
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut command = host.pod_command(&uid, artifacts::testapp()?)?;
     command.args(args);
+    Ok(command)
+}
+
+/// Runs `testapp <args>` in `pod`: whether it succeeded, and its output.
+async fn in_pod(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let mut command = pod_testapp(cluster, pod, args)?;
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    Ok(outcome(&output))
+}
+
+fn outcome(output: &Output) -> (bool, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok((output.status.success(), text))
+    (output.status.success(), text)
+}
+
+/// The backends `pod` reaches through `service` in `count` connects.
+async fn answers(
+    cluster: &TestCluster,
+    pod: &Pod,
+    service: &str,
+    count: u32,
+) -> anyhow::Result<BTreeSet<String>> {
+    let count = count.to_string();
+    let (ok, out) = in_pod(
+        cluster,
+        pod,
+        &["get", service, "/hostname", "--count", &count],
+    )
+    .await?;
+    anyhow::ensure!(ok, "from {}: {out}", node_of(pod));
+    Ok(tally(&out).into_keys().collect())
+}
+
+fn name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+async fn patch_service(cluster: &TestCluster, spec: &str) -> anyhow::Result<()> {
+    cluster
+        .kubectl(&[
+            "patch",
+            "service",
+            "web",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{spec}}}"#),
+        ])
+        .await?;
+    Ok(())
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error")).collect();
+    format!("{} failed: {:?}", lines.len(), &lines[..lines.len().min(5)])
 }
 
 /// How many answers each line got.
@@ -224,6 +281,72 @@ spec:
             out.contains("peer=10.96.0.1:443"),
             "connecting to the kubernetes Service (ok={ok}): {out}"
         );
+
+        // ClientIP affinity: once programmed, one client stays on one
+        // backend for 100 connects.
+        patch_service(cluster, r#"{"sessionAffinity":"ClientIP"}"#).await?;
+        let sticky = cluster
+            .eventually(Duration::from_secs(5), "affinity programmed", || async {
+                let seen = answers(cluster, client, &http, 10).await.ok()?;
+                (seen.len() == 1).then_some(seen)
+            })
+            .await?;
+        let held = answers(cluster, client, &http, 100).await?;
+        anyhow::ensure!(held == sticky, "affinity held {sticky:?}, then {held:?}");
+        patch_service(cluster, r#"{"sessionAffinity":"None"}"#).await?;
+
+        // SIGKILL node 2's agent while a pod there keeps connecting: no
+        // connect fails while it is down or as its successor adopts the
+        // pinned datapath; a change made meanwhile (traffic kept on each
+        // node) is applied soon after the restart.
+        let on_2 = pods.iter().find(|p| node_of(p) == "h2").unwrap();
+        let mut traffic = pod_testapp(
+            cluster,
+            on_2,
+            &["get", &http, "/hostname", "--count", "3000"],
+        )?;
+        let traffic = traffic
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.kill_agent(2)?;
+        patch_service(cluster, r#"{"internalTrafficPolicy":"Local"}"#).await?;
+        let while_down = answers(cluster, on_2, &http, 30).await?;
+        anyhow::ensure!(
+            while_down == names,
+            "with the agent down, the last known backends serve: {while_down:?}"
+        );
+        cluster.start_agent(2)?;
+        let restarted = Instant::now();
+        let local = BTreeSet::from([name(on_2)]);
+        cluster
+            .eventually(
+                Duration::from_secs(10),
+                "node 2 keeps traffic local",
+                || async { (answers(cluster, on_2, &http, 10).await.ok()? == local).then_some(()) },
+            )
+            .await?;
+        let applied = restarted.elapsed();
+        let (ok, out) =
+            outcome(&tokio::task::spawn_blocking(move || traffic.wait_with_output()).await??);
+        anyhow::ensure!(
+            ok,
+            "connects failed across the agent's restart: {}",
+            tail(&out)
+        );
+        println!(
+            "a change made while the agent was down was applied {applied:?} after its restart"
+        );
+        for pod in &pods {
+            let seen = answers(cluster, pod, &http, 20).await?;
+            anyhow::ensure!(
+                seen == BTreeSet::from([name(pod)]),
+                "Local on {}: {seen:?}",
+                node_of(pod)
+            );
+        }
+        patch_service(cluster, r#"{"internalTrafficPolicy":"Cluster"}"#).await?;
 
         // Scale to one: within a second of the slice's change, new
         // connections go only to the pod left.
