@@ -216,6 +216,7 @@ pub async fn run_until(
         .run(routes_stopped),
     );
     let table = lb::ServiceTable::adopt(datapath.take_maps()?, capstan_ebpf_common::MAX_FRONTENDS)?;
+    let reaper = lb::NetlinkReaper::new(datapath.take_reverse_map()?, config.netns_prefix.clone());
     let balancer = tokio::spawn(
         lb::Balancer::new(
             config.node_name.clone(),
@@ -223,6 +224,7 @@ pub async fn run_until(
             Arc::clone(&cache.endpoint_slices),
             table,
         )
+        .with_reaper(Box::new(reaper))
         .run(),
     );
 

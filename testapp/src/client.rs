@@ -40,7 +40,8 @@ pub fn connect(address: SocketAddr, send: &str, timeout: Duration) -> anyhow::Re
 
 /// `count` exchanges on one socket, `interval` apart. A reply that does
 /// not come within `timeout` prints `timeout` and the exchanges go on, so
-/// a caller can watch one long-lived socket recover.
+/// a caller can watch one long-lived socket recover; a connected socket
+/// that fails is connected again.
 pub fn udp(
     address: SocketAddr,
     send: &str,
@@ -70,6 +71,7 @@ pub fn udp(
         };
         if let Err(err) = sent {
             println!("error={err}");
+            reconnect(&socket, address, connected);
             continue;
         }
         match socket.recv_from(&mut buf) {
@@ -88,12 +90,23 @@ pub fn udp(
             {
                 println!("timeout");
             }
-            Err(err) => println!("error={err}"),
+            Err(err) => {
+                println!("error={err}");
+                reconnect(&socket, address, connected);
+            }
         }
         std::io::stdout().flush()?;
     }
     anyhow::ensure!(answered > 0, "no reply from {address}");
     Ok(())
+}
+
+/// As a resolver does when its connected socket fails (the datapath
+/// destroyed it because its backend left): connect the same socket again.
+fn reconnect(socket: &UdpSocket, address: SocketAddr, connected: bool) {
+    if connected && socket.connect(address).is_ok() {
+        println!("reconnected");
+    }
 }
 
 /// `count` GETs, each on its own connection (so each is balanced anew);

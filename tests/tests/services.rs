@@ -17,6 +17,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -348,6 +349,12 @@ spec:
         }
         patch_service(cluster, r#"{"internalTrafficPolicy":"Cluster"}"#).await?;
 
+        // A connected UDP socket whose only backend is replaced: the
+        // datapath destroys it when the old backend leaves, the client
+        // connects the same socket again and the new pod answers within a
+        // second of being ready.
+        stale_udp_sockets_recover(cluster, client).await?;
+
         // Scale to one: within a second of the slice's change, new
         // connections go only to the pod left.
         cluster
@@ -412,4 +419,132 @@ spec:
         }
         Ok(())
     });
+}
+
+async fn stale_udp_sockets_recover(cluster: &TestCluster, client: &Pod) -> anyhow::Result<()> {
+    cluster
+        .apply(&format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: solo
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: solo}}
+  template:
+    metadata:
+      labels: {{app: solo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {TESTAPP_IMAGE}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: solo
+spec:
+  selector: {{app: solo}}
+  ports:
+  - {{name: dns, port: 53, targetPort: 8082, protocol: UDP}}
+"#
+        ))
+        .await?;
+    let pods = cluster.pods("default");
+    let solo = ListParams::default().labels("app=solo");
+    let old = cluster
+        .eventually(WAIT, "the solo pod serving", || async {
+            let list = pods.list(&solo).await.ok()?;
+            list.items.into_iter().find(serving)
+        })
+        .await?;
+    let services: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let ip = services
+        .get("solo")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_default();
+    let address = format!("{ip}:53");
+    let old_reply = format!("from={address} reply={}", name(&old));
+    cluster
+        .eventually(
+            Duration::from_secs(10),
+            "solo answering through its Service",
+            || async {
+                let (_, out) = in_pod(cluster, client, &["udp", &address]).await.ok()?;
+                out.contains(&old_reply).then_some(())
+            },
+        )
+        .await?;
+
+    let mut udp = pod_testapp(
+        cluster,
+        client,
+        &[
+            "udp",
+            &address,
+            "--connected",
+            "--count",
+            "200",
+            "--interval-ms",
+            "100",
+            "--timeout-secs",
+            "1",
+        ],
+    )?;
+    let mut child = udp.stdout(Stdio::piped()).spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (lines, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let first = arrived.recv_timeout(Duration::from_secs(5))?;
+    seen.push(first.1.clone());
+    anyhow::ensure!(first.1.starts_with(&format!("peer={address}")), "{first:?}");
+
+    pods.delete(&name(&old), &Default::default()).await?;
+    let new = cluster
+        .eventually(WAIT, "a new solo pod serving", || async {
+            let list = pods.list(&solo).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|p| serving(p) && name(p) != name(&old))
+        })
+        .await?;
+    let ready = Instant::now();
+    let new_reply = format!("from={address} reply={}", name(&new));
+    let answered = loop {
+        let (at, line) = arrived.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+            anyhow::anyhow!("the client's socket never reached the new pod: {seen:?}")
+        })?;
+        seen.push(line.clone());
+        if line == new_reply {
+            break at;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let took = answered.saturating_duration_since(ready);
+    println!("a connected UDP socket reached the new backend {took:?} after it was ready");
+    anyhow::ensure!(
+        took < Duration::from_secs(1),
+        "the new backend answered only {took:?} after it was ready: {seen:?}"
+    );
+    anyhow::ensure!(
+        seen.iter().any(|l| l == "reconnected"),
+        "the same socket was connected again: {seen:?}"
+    );
+    Ok(())
 }

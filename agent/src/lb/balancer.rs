@@ -23,6 +23,7 @@ use super::{
     desired,
     maps::LbMaps,
     service_table::{Frontend, ServiceTable},
+    stale_sockets::SocketReaper,
 };
 use crate::cache::{Notice, ObjectKey, Watched};
 
@@ -42,6 +43,7 @@ pub struct Balancer<M> {
     service_of: HashMap<ObjectKey, ObjectKey>,
     /// Whether the first full list has been programmed and swept.
     swept: bool,
+    reaper: Option<Box<dyn SocketReaper>>,
 }
 
 /// What one pass of the loop collected.
@@ -68,7 +70,14 @@ impl<M: LbMaps> Balancer<M> {
             slices_of: HashMap::new(),
             service_of: HashMap::new(),
             swept: false,
+            reaper: None,
         }
+    }
+
+    /// Destroys sockets left connected to backends that leave.
+    pub fn with_reaper(mut self, reaper: Box<dyn SocketReaper>) -> Self {
+        self.reaper = Some(reaper);
+        self
     }
 
     /// Reconciles until the cache's subscriptions end.
@@ -114,6 +123,10 @@ impl<M: LbMaps> Balancer<M> {
                 took_ms = started_at.elapsed().as_millis() as u64,
                 "service datapath programmed from the first list"
             );
+        }
+        let gone = self.table.take_released();
+        if let Some(reaper) = &mut self.reaper {
+            reaper.reap(&gone);
         }
     }
 

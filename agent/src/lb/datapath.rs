@@ -21,7 +21,8 @@ use aya::{
 };
 use capstan_ebpf_common::{
     AFFINITY_MATCH_MAP, BACKENDS_MAP, CONNECT4_PROGRAM, FRONTENDS_MAP, GETPEERNAME4_PROGRAM,
-    RECVMSG4_PROGRAM, SENDMSG4_PROGRAM, SLOTS_MAP, STATS_MAP,
+    RECVMSG4_PROGRAM, REVERSE_MAP, ReverseKey, ReverseValue, SENDMSG4_PROGRAM, SLOTS_MAP,
+    STATS_MAP,
 };
 
 use super::maps::BpfLbMaps;
@@ -204,6 +205,20 @@ impl Datapath {
             affinity_matches: HashMap::try_from(take(AFFINITY_MATCH_MAP)?)?,
             stats: PerCpuHashMap::try_from(take(STATS_MAP)?)?,
         })
+    }
+}
+
+impl Datapath {
+    /// Hands out the reverse map (which sockets were translated to which
+    /// backend), once, for the stale socket reaper to read.
+    pub fn take_reverse_map(
+        &mut self,
+    ) -> Result<HashMap<aya::maps::MapData, ReverseKey, ReverseValue>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(REVERSE_MAP)
+            .ok_or(DatapathError::MapsTaken)?;
+        Ok(HashMap::try_from(map)?)
     }
 }
 

@@ -8,6 +8,7 @@ mod datapath;
 mod desired;
 mod maps;
 mod service_table;
+mod stale_sockets;
 
 pub use balancer::Balancer;
 pub use datapath::{Datapath, DatapathError, mount_bpffs};
@@ -15,3 +16,4 @@ pub use maps::{BpfLbMaps, LbMapError, LbMaps, MapContents, RecordingMaps};
 pub use service_table::{
     BackendAddr, Frontend, FrontendSpec, Programmed, Protocol, ServiceTable, ServiceTableError,
 };
+pub use stale_sockets::{NetlinkReaper, SocketReaper};

@@ -146,6 +146,8 @@ pub struct ServiceTable<M> {
     backends: BackendIds,
     ids: IdPool,
     max_frontends: u32,
+    /// Backends removed from the maps since [`Self::take_released`].
+    released: Vec<BackendAddr>,
 }
 
 impl<M: LbMaps> ServiceTable<M> {
@@ -166,6 +168,7 @@ impl<M: LbMaps> ServiceTable<M> {
             backends: BackendIds::default(),
             ids: IdPool::default(),
             max_frontends,
+            released: Vec::new(),
         };
         let mut kept_slots = BTreeSet::new();
         let mut kept_matches = BTreeSet::new();
@@ -408,9 +411,16 @@ impl<M: LbMaps> ServiceTable<M> {
         let _ = self.release(ids);
     }
 
+    /// Backends no frontend forwards to any more, since the last call:
+    /// sockets still connected to them are stale.
+    pub fn take_released(&mut self) -> Vec<BackendAddr> {
+        std::mem::take(&mut self.released)
+    }
+
     fn release(&mut self, ids: &[u32]) -> Result<(), ServiceTableError> {
         for &id in ids {
-            if self.backends.release(id) {
+            if let Some(addr) = self.backends.release(id) {
+                self.released.push(addr);
                 self.maps.remove_backend(id)?;
             }
         }
@@ -505,22 +515,18 @@ impl BackendIds {
         self.addr_of.get(&id).copied()
     }
 
-    /// Drops one use of `id`; true when nothing uses it any more.
-    fn release(&mut self, id: u32) -> bool {
-        let Some(addr) = self.addr_of.get(&id).copied() else {
-            return false;
-        };
-        let Some((_, users)) = self.by_addr.get_mut(&addr) else {
-            return false;
-        };
+    /// Drops one use of `id`; its address when nothing uses it any more.
+    fn release(&mut self, id: u32) -> Option<BackendAddr> {
+        let addr = self.addr_of.get(&id).copied()?;
+        let (_, users) = self.by_addr.get_mut(&addr)?;
         *users -= 1;
         if *users > 0 {
-            return false;
+            return None;
         }
         self.by_addr.remove(&addr);
         self.addr_of.remove(&id);
         self.free.push(id);
-        true
+        Some(addr)
     }
 }
 

@@ -229,3 +229,21 @@ fn a_refused_write_leaves_the_old_set_whole() {
         "the table knows what the maps hold and can try again"
     );
 }
+
+#[test]
+fn backends_that_leave_every_frontend_are_reported_once() {
+    let mut table = table();
+    table.set(frontend(), &spec(&[1, 2])).unwrap();
+    table.set(other(), &spec(&[2])).unwrap();
+    assert!(table.take_released().is_empty());
+
+    table.set(frontend(), &spec(&[3])).unwrap();
+    assert_eq!(
+        table.take_released(),
+        [backend(1)],
+        "backend 2 still serves the other frontend"
+    );
+    table.remove(other()).unwrap();
+    assert_eq!(table.take_released(), [backend(2)]);
+    assert!(table.take_released().is_empty());
+}

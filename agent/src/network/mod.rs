@@ -14,7 +14,7 @@ use std::{io, net::Ipv4Addr, path::PathBuf};
 pub use bridge::{BRIDGE, NodeNetwork};
 pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp};
 pub use ipam::AddressPool;
-pub use namespaces::PodNamespaces;
+pub use namespaces::{PodNamespaces, pinned_network_namespaces};
 pub use routes::PodRoutes;
 pub use sandbox::{PodSandboxes, Sandbox, Sandboxes};
 
