@@ -46,9 +46,14 @@ struct Args {
     /// Container logs, as the kubelet keeps them.
     #[arg(long, default_value = "/var/log/pods")]
     pod_log_dir: PathBuf,
-    /// cgroup under which the agent places pods; Service translation applies to it.
+    /// cgroup (v2, relative to the hierarchy's root) under which the agent
+    /// places pods.
     #[arg(long, default_value = "capstan")]
     cgroup_root: String,
+    /// cgroup whose processes get Services balanced: the whole host by
+    /// default; a node's own subtree when several nodes share a machine.
+    #[arg(long, default_value = "/")]
+    service_cgroup: String,
     /// A bpf filesystem mount; the datapath pins its maps in a directory below it.
     #[arg(long, default_value = "/sys/fs/bpf")]
     bpffs: PathBuf,
@@ -120,6 +125,7 @@ async fn run() -> anyhow::Result<()> {
         run_dir: args.run_dir,
         pod_log_dir: args.pod_log_dir,
         cgroup_root: args.cgroup_root,
+        service_cgroup: args.service_cgroup,
         bpffs: args.bpffs,
         netns_prefix: args.netns_prefix,
         port: args.port,

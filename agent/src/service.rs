@@ -45,8 +45,11 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub pod_log_dir: PathBuf,
-    /// The cgroup pods are placed under; Service translation applies to it.
+    /// The cgroup pods are placed under.
     pub cgroup_root: String,
+    /// The cgroup whose processes (pods' and the host's) get Services
+    /// balanced; "/" is the whole host.
+    pub service_cgroup: String,
     /// A bpf filesystem mount for the datapath's pins.
     pub bpffs: PathBuf,
     pub netns_prefix: String,
@@ -156,8 +159,11 @@ pub async fn run_until(
         what: format!("creating {}", pods_cgroup.display()),
         source,
     })?;
-    datapath.attach(&pods_cgroup)?;
-    tracing::info!(cgroup = %pods_cgroup.display(), "service datapath attached");
+    let service_cgroup = hierarchies
+        .unified
+        .join(config.service_cgroup.trim_start_matches('/'));
+    datapath.attach(&service_cgroup)?;
+    tracing::info!(cgroup = %service_cgroup.display(), "service datapath attached");
 
     let listener = tokio::net::TcpListener::bind((config.host_ip, config.port))
         .await

@@ -61,6 +61,7 @@ impl TestAgent {
             format!("--run-dir={}", run.display()),
             format!("--pod-log-dir={}", pod_log_dir.display()),
             format!("--cgroup-root={}", host.cgroup("pods")),
+            format!("--service-cgroup={}", host.cgroup_subtree()),
             format!("--bpffs={}", host.run_dir("bpf")?.display()),
             format!("--netns-prefix={}", host.pod_netns_prefix()),
         ];

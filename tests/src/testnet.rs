@@ -178,7 +178,7 @@ impl TestHost {
         place(
             &mut command,
             Some(&self.netns),
-            Some(&format!("{}-containerd", self.cgroup_base)),
+            Some(&self.cgroup("containerd")),
         )?;
         let daemon = ContainerdDaemon::spawn(config, command, Duration::from_secs(30))
             .with_context(|| format!("containerd of {}", self.name))?;
@@ -200,10 +200,16 @@ impl TestHost {
         Ok(daemon.config().socket())
     }
 
-    /// A cgroup (v2, relative to the root) of this host: `<base>-<suffix>`,
+    /// A cgroup (v2, relative to the root) of this host: `<base>/<suffix>`,
     /// inside the instance so teardown removes it.
     pub fn cgroup(&self, suffix: &str) -> String {
-        format!("{}-{suffix}", self.cgroup_base)
+        format!("{}/{suffix}", self.cgroup_base)
+    }
+
+    /// The cgroup every process of this host is below, as a machine's root
+    /// cgroup is for a real host: where its Service datapath attaches.
+    pub fn cgroup_subtree(&self) -> &str {
+        &self.cgroup_base
     }
 
     /// The prefix an agent on this host names pod network namespaces
@@ -253,7 +259,7 @@ impl TestHost {
 
     /// `program` set to start inside this host, in a cgroup of its own.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
-        self.command_in_cgroup(program, &format!("{}-procs", self.cgroup_base))
+        self.command_in_cgroup(program, &self.cgroup("procs"))
     }
 
     /// `program` set to start inside this host, in cgroup `cgroup` (a v2

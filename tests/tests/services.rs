@@ -232,6 +232,14 @@ spec:
             anyhow::ensure!(answered == names, "from {}: {answered:?}", node_of(pod));
         }
 
+        // A host process of node 3 (not in a pod) is balanced too.
+        let mut from_host = cluster.net.host(3).command(artifacts::testapp()?)?;
+        from_host.args(["get", &http, "/hostname", "--count", "60"]);
+        let (ok, out) = outcome(&tokio::task::spawn_blocking(move || from_host.output()).await??);
+        anyhow::ensure!(ok, "from node 3's host: {out}");
+        let answered: BTreeSet<String> = tally(&out).into_keys().collect();
+        anyhow::ensure!(answered == names, "from node 3's host: {answered:?}");
+
         // UDP, unconnected: every reply from the Service address, spread.
         let client = &pods[0];
         let (ok, out) = in_pod(cluster, client, &["udp", &dns, "--count", "60"]).await?;
