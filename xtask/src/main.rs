@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod ebpf;
+mod guard;
 mod image;
 mod paths;
 mod push;

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{cmd, ebpf, image, paths, setup};
+use crate::{cmd, ebpf, guard, image, paths, setup};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -95,8 +95,20 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
                 cmd::run(&mut clippy).map(|()| String::new())
             });
         }
+        let mut guard = None;
+        step("guard", &mut || {
+            guard = guard::Guard::install()?;
+            Ok(match &guard {
+                Some(_) => "counting packets to cluster addresses on the real interface",
+                None => "no default route: nothing can leave",
+            }
+            .to_owned())
+        });
         step("tests", &mut || cargo_test(args.filter.as_deref()));
         step("leftovers", &mut leftovers);
+        if let Some(guard) = &guard {
+            step("escapes", &mut || guard.check());
+        }
     }
 
     println!("\nsummary:");
