@@ -142,6 +142,7 @@ pub async fn run_until(
     let network = NodeNetwork::new(subnet, Arc::new(Iproute2));
     network.ensure().await?;
     network::enable_forwarding()?;
+    network::masquerade(&network::Nft, &subnet).await?;
     let pool = AddressPool::open(config.data_dir.join("ipam"), subnet)?;
     let pods_run_dir = config.run_dir.join("pods");
     let sandboxes = Sandboxes::new(

@@ -2,7 +2,8 @@
 //! Deployment spread over the nodes is balanced by each node's eBPF
 //! datapath over TCP and UDP (unconnected and connected), with the Service
 //! address as peer and reply source; pods reach each other across nodes
-//! by pod IP with their own address as source; the `kubernetes` Service
+//! by pod IP with their own address as source, and reach a host outside
+//! the cluster with their node's address; the `kubernetes` Service
 //! reaches control's API; ClientIP affinity holds a client on one backend;
 //! a SIGKILLed agent leaves connects working while it is down and across
 //! its restart, whose successor applies what changed meanwhile
@@ -25,7 +26,7 @@ use std::{
 use capstan_tests::{
     TestNet,
     artifacts::{self, TESTAPP_IMAGE},
-    cluster::{TestCluster, serving},
+    cluster::{ClusterSettings, TestCluster, serving},
 };
 use k8s_openapi::api::{
     core::v1::{Pod, Service},
@@ -115,6 +116,16 @@ async fn patch_service(cluster: &TestCluster, spec: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error")).collect();
     format!("{} failed: {:?}", lines.len(), &lines[..lines.len().min(5)])
@@ -163,7 +174,12 @@ async fn wait_ready_endpoints(cluster: &TestCluster, n: usize) -> anyhow::Result
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn cluster_ips_are_balanced_by_every_nodes_datapath() {
-    TestCluster::run(TestNet::new(3).unwrap(), async |cluster| {
+    // Host 4 joins no cluster: it stands for an address outside it.
+    let settings = ClusterSettings {
+        agents_at_start: Some(3),
+        ..ClusterSettings::default()
+    };
+    TestCluster::run_with(TestNet::new(4).unwrap(), settings, async |cluster| {
         cluster
             .apply(&format!(
                 r#"
@@ -276,6 +292,37 @@ spec:
                 "{} -> {}: the server saw {out}",
                 node_of(&pods[from]),
                 node_of(&pods[to])
+            );
+        }
+
+        // Outside the cluster, pods' traffic comes from their node.
+        let outside = cluster.net.host(4);
+        let mut server = outside.command(artifacts::testapp()?)?;
+        server.args(["serve"]).stdout(Stdio::null());
+        let _server = KillOnDrop(server.spawn()?);
+        for pod in &pods {
+            let node = cluster
+                .net
+                .host(host_index(&node_of(pod)))
+                .address()
+                .to_string();
+            let seen = cluster
+                .eventually(
+                    Duration::from_secs(10),
+                    "the outside host answering",
+                    || async {
+                        let (ok, out) =
+                            in_pod(cluster, pod, &["get", "198.18.0.4:8080", "/clientip"])
+                                .await
+                                .ok()?;
+                        ok.then(|| out.trim().rsplit_once(':').map(|(ip, _)| ip.to_owned()))?
+                    },
+                )
+                .await?;
+            anyhow::ensure!(
+                seen == node,
+                "from {}: the outside host saw {seen}",
+                node_of(pod)
             );
         }
 

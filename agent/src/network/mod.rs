@@ -5,6 +5,7 @@
 mod bridge;
 mod ip;
 mod ipam;
+mod masquerade;
 mod namespaces;
 mod routes;
 mod sandbox;
@@ -14,6 +15,7 @@ use std::{io, net::Ipv4Addr, path::PathBuf};
 pub use bridge::{BRIDGE, NodeNetwork};
 pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp};
 pub use ipam::AddressPool;
+pub use masquerade::{Nft, Nftables, RecordingNft, masquerade};
 pub use namespaces::{PodNamespaces, pinned_network_namespaces};
 pub use routes::PodRoutes;
 pub use sandbox::{PodSandboxes, Sandbox, Sandboxes};
@@ -40,6 +42,8 @@ pub enum NetworkError {
     },
     #[error("`ip {args}` failed: {message}")]
     Ip { args: String, message: String },
+    #[error("nft refused the agent's rules: {0}")]
+    Nft(String),
     #[error("pod CIDR {0} is not an IPv4 /24")]
     PodCidr(String),
     #[error("no address is free in {0}")]
