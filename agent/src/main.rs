@@ -1,12 +1,13 @@
 //! The capstan agent binary: flags and logging; service.rs assembles the
 //! node's long-lived parts. Run as `capstan-agent --log-collector <dir>`
-//! (the agent starts it so), it is instead the node's log collector.
+//! (the agent starts it so), it is instead the node's log collector; as
+//! `capstan-agent lb dump`, it prints the Service datapath.
 
 use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Context;
 use capstan_agent::{
-    logs,
+    lb, logs,
     service::{self, AgentConfig},
 };
 use clap::Parser;
@@ -75,11 +76,36 @@ struct Args {
     insecure_registry: Vec<String>,
 }
 
+/// `capstan-agent lb dump`: the Service datapath as programmed.
+#[derive(Debug, Parser)]
+#[command(name = "capstan-agent lb")]
+struct LbArgs {
+    #[command(subcommand)]
+    command: LbCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LbCommand {
+    /// Print every frontend, its backends and counters, and map occupancy.
+    Dump {
+        /// The bpf filesystem the agent pins under (its --bpffs).
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 3 && argv[1] == "--log-collector" {
         return logs::collector::run(std::path::Path::new(&argv[2]))
             .with_context(|| format!("collecting logs in {}", argv[2].to_string_lossy()));
+    }
+    if argv.get(1).is_some_and(|a| a == "lb") {
+        let LbArgs {
+            command: LbCommand::Dump { bpffs },
+        } = LbArgs::parse_from(&argv[1..]);
+        print!("{}", lb::dump(&bpffs.join(lb::PIN_DIR))?);
+        return Ok(());
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

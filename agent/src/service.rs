@@ -153,7 +153,7 @@ pub async fn run_until(
     );
 
     lb::mount_bpffs(&config.bpffs)?;
-    let mut datapath = lb::Datapath::load(&config.bpffs.join("capstan"))?;
+    let mut datapath = lb::Datapath::load(&config.bpffs.join(lb::PIN_DIR))?;
     let hierarchies = Hierarchies::detect()?;
     let pods_cgroup = hierarchies.unified.join(&config.cgroup_root);
     std::fs::create_dir_all(&pods_cgroup).map_err(|source| ServiceError::Io {

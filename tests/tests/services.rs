@@ -248,6 +248,28 @@ spec:
             anyhow::ensure!(answered == names, "from {}: {answered:?}", node_of(pod));
         }
 
+        // `capstan-agent lb dump` shows node 1's programmed datapath and
+        // what it counted (its pod's 300 connects at least).
+        let bpffs = cluster.net.host(1).run_dir("bpf")?;
+        let dump = std::process::Command::new(artifacts::agent()?)
+            .args(["lb", "dump", "--bpffs"])
+            .arg(&bpffs)
+            .output()?;
+        let (ok, table) = outcome(&dump);
+        anyhow::ensure!(ok, "lb dump: {table}");
+        println!("capstan-agent lb dump on node 1:\n{table}");
+        let row: Vec<&str> = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{http} ")))
+            .ok_or_else(|| anyhow::anyhow!("no row for {http}:\n{table}"))?
+            .split_whitespace()
+            .collect();
+        let translated: u64 = row[4].parse()?;
+        anyhow::ensure!(
+            row[1] == "TCP" && translated >= 300 && row[7].split(',').count() == 3,
+            "{table}"
+        );
+
         // A host process of node 3 (not in a pod) is balanced too.
         let mut from_host = cluster.net.host(3).command(artifacts::testapp()?)?;
         from_host.args(["get", &http, "/hostname", "--count", "60"]);

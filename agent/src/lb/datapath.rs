@@ -39,6 +39,9 @@ const PROGRAMS: [&str; 4] = [
 /// Empty when the agent was built with CAPSTAN_EBPF_SKIP=1.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("CAPSTAN_EBPF_OBJECT"));
 
+/// The directory below the bpf filesystem the datapath pins in.
+pub const PIN_DIR: &str = "capstan";
+
 /// `f_type` of a bpffs mount (linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -70,6 +73,8 @@ pub enum DatapathError {
     Link(#[from] LinkError),
     #[error("map: {0}")]
     Map(#[from] MapError),
+    #[error("pinned map {path}: {message} (is an agent's datapath pinned there?)")]
+    Pinned { path: PathBuf, message: String },
     #[error("the datapath's maps were already taken")]
     MapsTaken,
 }

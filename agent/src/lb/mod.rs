@@ -6,12 +6,14 @@
 mod balancer;
 mod datapath;
 mod desired;
+mod dump;
 mod maps;
 mod service_table;
 mod stale_sockets;
 
 pub use balancer::Balancer;
-pub use datapath::{Datapath, DatapathError, mount_bpffs};
+pub use datapath::{Datapath, DatapathError, PIN_DIR, mount_bpffs};
+pub use dump::dump;
 pub use maps::{BpfLbMaps, LbMapError, LbMaps, MapContents, RecordingMaps};
 pub use service_table::{
     BackendAddr, Frontend, FrontendSpec, Programmed, Protocol, ServiceTable, ServiceTableError,

@@ -76,7 +76,7 @@ impl Frontend {
         )
     }
 
-    fn from_key(key: &FrontendKey) -> Option<Self> {
+    pub(super) fn from_key(key: &FrontendKey) -> Option<Self> {
         (key.scope == SCOPE_CLUSTER).then_some(())?;
         Some(Self::new(
             Ipv4Addr::from(u32::from_be(key.address)),
@@ -101,7 +101,7 @@ impl BackendAddr {
         Backend::new(u32::from(*self.0.ip()).to_be(), self.0.port().to_be())
     }
 
-    fn from_value(backend: &Backend) -> Self {
+    pub(super) fn from_value(backend: &Backend) -> Self {
         Self(SocketAddrV4::new(
             Ipv4Addr::from(u32::from_be(backend.address)),
             u16::from_be(backend.port),
