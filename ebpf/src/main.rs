@@ -36,14 +36,18 @@ const DENY: i32 = 0;
 const ECONNREFUSED: i32 = 111;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
+// The maps only the agent writes take memory as entries are added, not
+// for their whole capacity up front: a node with ten Services should not
+// lock the memory of half a million slots.
 #[map(name = "FRONTENDS")]
-static FRONTENDS: HashMap<FrontendKey, FrontendValue> = HashMap::pinned(MAX_FRONTENDS, 0);
+static FRONTENDS: HashMap<FrontendKey, FrontendValue> =
+    HashMap::pinned(MAX_FRONTENDS, BPF_F_NO_PREALLOC);
 
 #[map(name = "SLOTS")]
-static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
+static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
 
 #[map(name = "BACKENDS")]
-static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
+static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
 
 #[map(name = "REVERSE")]
 static REVERSE: LruHashMap<ReverseKey, ReverseValue> = LruHashMap::pinned(MAX_REVERSE, 0);
@@ -52,7 +56,8 @@ static REVERSE: LruHashMap<ReverseKey, ReverseValue> = LruHashMap::pinned(MAX_RE
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
 
 #[map(name = "AFFINITY_MATCH")]
-static AFFINITY_MATCH: HashMap<AffinityMatchKey, u32> = HashMap::pinned(MAX_AFFINITY_MATCH, 0);
+static AFFINITY_MATCH: HashMap<AffinityMatchKey, u32> =
+    HashMap::pinned(MAX_AFFINITY_MATCH, BPF_F_NO_PREALLOC);
 
 /// Per CPU, so counting needs no atomics; entries are allocated as
 /// frontends first count, not for the map's whole capacity on every CPU.

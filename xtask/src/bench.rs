@@ -16,7 +16,7 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     setup::run()?;
     // The agent embeds the eBPF object; pod-start runs the test images.
     ebpf::build()?;
-    if name == "pod-start" {
+    if name == "pod-start" || name == "service-lb" {
         image::build()?;
     }
     let mut build = cmd::cargo(None);

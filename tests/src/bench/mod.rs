@@ -7,6 +7,7 @@ mod control_process;
 pub mod controllers;
 pub mod pod_start;
 pub mod scheduler;
+pub mod service_lb;
 mod simulated_nodes;
 pub mod store;
 

@@ -25,7 +25,7 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams},
 };
 
-use super::{millis, percentile};
+use super::{control_process::rss_mb, millis, percentile};
 use crate::{TestNet, artifacts::BUSYBOX_IMAGE, cluster::TestCluster};
 
 const SINGLE_RUNS: usize = 20;
@@ -173,16 +173,6 @@ fn floor(
     };
     ctr_remove(&socket, &ids);
     result
-}
-
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb / 1024.0)
 }
 
 /// The node's log collector: the agent binary run with `--log-collector`
