@@ -247,3 +247,62 @@ fn backends_that_leave_every_frontend_are_reported_once() {
     assert_eq!(table.take_released(), [backend(2)]);
     assert!(table.take_released().is_empty());
 }
+
+/// A storm of updates over many frontends sharing backends, thousands of
+/// endpoints among them: after every step, each frontend resolves to
+/// exactly what it was last given, and nothing is left that no frontend
+/// uses.
+#[test]
+fn an_update_storm_leaves_the_maps_exact() {
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let frontends: Vec<Frontend> = (0..20)
+        .map(|i| Frontend::new(Ipv4Addr::new(10, 96, 1, i), 80, Protocol::Tcp))
+        .collect();
+    let mut table = ServiceTable::adopt(RecordingMaps::default(), 100).unwrap();
+    let mut expected: BTreeMap<Frontend, BTreeSet<BackendAddr>> = BTreeMap::new();
+    for step in 0..2_000 {
+        let frontend = frontends[next(20) as usize];
+        if next(10) == 0 {
+            table.remove(frontend).unwrap();
+            expected.remove(&frontend);
+        } else {
+            let size = if next(50) == 0 { 3_000 } else { next(12) };
+            let backends: BTreeSet<BackendAddr> = (0..size)
+                .map(|_| {
+                    let n = next(4_000) as u32;
+                    BackendAddr(SocketAddrV4::new(
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + n),
+                        8080,
+                    ))
+                })
+                .collect();
+            let spec = FrontendSpec {
+                backends: backends.clone(),
+                affinity_timeout_secs: 0,
+            };
+            table.set(frontend, &spec).unwrap();
+            expected.insert(frontend, backends);
+        }
+        for frontend in &frontends {
+            assert_eq!(
+                resolved(&table.maps, *frontend),
+                expected.get(frontend).cloned(),
+                "step {step}: {frontend}"
+            );
+        }
+        let slots: usize = expected.values().map(BTreeSet::len).sum();
+        assert_eq!(table.maps.contents.slots.len(), slots, "step {step}");
+        let used: BTreeSet<BackendAddr> = expected.values().flatten().copied().collect();
+        assert_eq!(
+            table.maps.contents.backends.len(),
+            used.len(),
+            "step {step}"
+        );
+    }
+}
