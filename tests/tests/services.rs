@@ -8,8 +8,8 @@
 //! a SIGKILLed agent leaves connects working while it is down and across
 //! its restart, whose successor applies what changed meanwhile
 //! (internalTrafficPolicy Local, which keeps each node on its own pod);
-//! scaling changes where new connections go within a second, and a
-//! Service with no endpoint refuses at once.
+//! scaling 3 -> 1 -> 5 changes where new connections go within a second,
+//! and a Service with no endpoint refuses at once.
 //!
 //! The clients run in the pods' own network namespaces (the web pods', one
 //! per node), in a cgroup beside the pods, as a process of the pod would.
@@ -26,7 +26,7 @@ use std::{
 use capstan_tests::{
     TestNet,
     artifacts::{self, TESTAPP_IMAGE},
-    cluster::{ClusterSettings, TestCluster, serving},
+    cluster::{ClusterSettings, TestCluster, node_of, serving},
 };
 use k8s_openapi::api::{
     core::v1::{Pod, Service},
@@ -35,13 +35,6 @@ use k8s_openapi::api::{
 use kube::{Api, api::ListParams};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn node_of(pod: &Pod) -> String {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default()
-}
 
 fn host_index(node: &str) -> u8 {
     node.trim_start_matches('h').parse().unwrap()
@@ -458,6 +451,19 @@ spec:
         anyhow::ensure!(ok, "{out}");
         let answered: BTreeSet<String> = tally(&out).into_keys().collect();
         anyhow::ensure!(answered == left, "after scaling to one: {answered:?}");
+
+        // And to five: a second after the slices list them, new
+        // connections spread over all five.
+        cluster
+            .kubectl(&["scale", "deployment/web", "--replicas=5"])
+            .await?;
+        wait_ready_endpoints(cluster, 5).await?;
+        let changed = Instant::now();
+        let five: BTreeSet<String> = web_pods(cluster).await?.iter().map(name).collect();
+        anyhow::ensure!(five.len() == 5, "{five:?}");
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(changed.elapsed())).await;
+        let answered = answers(cluster, survivor, &http, 100).await?;
+        anyhow::ensure!(answered == five, "after scaling to five: {answered:?}");
 
         // No endpoint: refused at once, not left to time out.
         cluster

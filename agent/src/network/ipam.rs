@@ -2,6 +2,11 @@
 //! the address and holding the pod's uid, written and synced before the
 //! address is used: a restarted agent reads them back and never hands an
 //! address out twice.
+//!
+//! Addresses are handed out in turn after the last one given (as CNI's
+//! host-local IPAM does), not lowest first: a freed address is reused as
+//! late as possible, so peers' ARP caches and connections still pointing at
+//! a deleted pod do not reach a new one, or a MAC that is gone.
 
 use std::{
     fs::{self, OpenOptions},
@@ -12,6 +17,9 @@ use std::{
 };
 
 use super::{NetworkError, PodSubnet};
+
+/// The file naming the address handed out last.
+const LAST: &str = "last-reserved";
 
 #[derive(Debug)]
 pub struct AddressPool {
@@ -56,7 +64,14 @@ impl AddressPool {
         if let Some((ip, _)) = self.allocations()?.into_iter().find(|(_, o)| o == owner) {
             return Ok(ip);
         }
-        for ip in self.subnet.pod_addresses() {
+        let all: Vec<Ipv4Addr> = self.subnet.pod_addresses().collect();
+        let last = fs::read_to_string(self.dir.join(LAST))
+            .ok()
+            .and_then(|text| text.trim().parse::<Ipv4Addr>().ok());
+        let start = last
+            .and_then(|last| all.iter().position(|ip| *ip == last))
+            .map_or(0, |at| at + 1);
+        for &ip in all[start..].iter().chain(&all[..start]) {
             let path = self.dir.join(ip.to_string());
             let file = OpenOptions::new().write(true).create_new(true).open(&path);
             let mut file = match file {
@@ -70,6 +85,8 @@ impl AddressPool {
             fs::File::open(&self.dir)
                 .and_then(|dir| dir.sync_all())
                 .map_err(NetworkError::io("syncing", &self.dir))?;
+            // Only where the next search starts: losing it costs nothing.
+            let _ = fs::write(self.dir.join(LAST), ip.to_string());
             return Ok(ip);
         }
         Err(NetworkError::Exhausted(self.subnet.to_string()))
@@ -120,10 +137,29 @@ mod tests {
         reopened.release("uid-a").unwrap();
         assert_eq!(
             reopened.allocate("uid-d").unwrap(),
-            a,
-            "a released address is free"
+            Ipv4Addr::new(10, 244, 7, 5),
+            "a released address is reused last, not first"
         );
         assert_eq!(reopened.allocations().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_search_wraps_around_to_freed_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let subnet = PodSubnet::parse("10.244.7.0/24").unwrap();
+        let pool = AddressPool::open(dir.path().join("ipam"), subnet).unwrap();
+        for n in 0..253 {
+            pool.allocate(&format!("uid-{n}")).unwrap();
+        }
+        assert!(matches!(
+            pool.allocate("one-too-many"),
+            Err(NetworkError::Exhausted(_))
+        ));
+        pool.release("uid-10").unwrap();
+        assert_eq!(
+            pool.allocate("late").unwrap(),
+            Ipv4Addr::new(10, 244, 7, 12)
+        );
     }
 
     #[test]
