@@ -309,6 +309,14 @@ impl TestCluster {
     }
 }
 
+/// The node a pod is bound to ("" while unbound).
+pub fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
 /// A pod that is Ready and not being deleted: one that serves.
 pub fn serving(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()

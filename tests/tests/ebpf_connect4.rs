@@ -17,7 +17,10 @@ use std::{
 
 use capstan_agent::{
     cgroup::Hierarchies,
-    lb::{BackendAddr, Datapath, Frontend, FrontendSpec, Protocol, ServiceTable, mount_bpffs},
+    lb::{
+        BackendAddr, BpfLbMaps, Datapath, Frontend, FrontendSpec, PIN_DIR, Protocol, ServiceTable,
+        mount_bpffs,
+    },
 };
 use capstan_ebpf_common::{
     CONNECT4_PROGRAM, GETPEERNAME4_PROGRAM, RECVMSG4_PROGRAM, SENDMSG4_PROGRAM,
@@ -68,6 +71,25 @@ fn connect_from(host: &TestHost, cgroup: &str) -> Output {
         .unwrap()
 }
 
+/// The datapath on a bpffs of `net`'s instance, attached to a new cgroup
+/// `name` of it; host 1's service addresses go nowhere without it, as the
+/// agent's blackhole route makes sure.
+fn attached(net: &TestNet, name: &str) -> (Datapath, ServiceTable<BpfLbMaps>, String) {
+    net.host(1)
+        .netns()
+        .ip(&["route", "add", "blackhole", "10.96.0.0/12"])
+        .unwrap();
+    let bpffs = net.instance().run_dir("bpffs");
+    mount_bpffs(&bpffs).unwrap();
+    let mut datapath = Datapath::load(&bpffs.join(PIN_DIR)).unwrap();
+    let services = ServiceTable::adopt(datapath.take_maps().unwrap(), 16).unwrap();
+    let cgroup = net.instance().cgroup(name);
+    let unified = Hierarchies::detect().unwrap().unified;
+    std::fs::create_dir_all(unified.join(&cgroup)).unwrap();
+    datapath.attach(&unified.join(&cgroup)).unwrap();
+    (datapath, services, cgroup)
+}
+
 fn spec(backends: &[BackendAddr]) -> FrontendSpec {
     FrontendSpec {
         backends: backends.iter().copied().collect(),
@@ -87,26 +109,11 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
     let (accepted_tx, accepted) = mpsc::channel();
     backend(server, 8080, accepted_tx.clone());
     backend(server, 8081, accepted_tx);
-    // As the agent does: a service address never leaves by a route.
-    client
-        .netns()
-        .ip(&["route", "add", "blackhole", "10.96.0.0/12"])
-        .unwrap();
-
-    let bpffs = net.instance().run_dir("bpffs");
-    mount_bpffs(&bpffs).unwrap();
-    let mut datapath = Datapath::load(&bpffs.join("capstan")).unwrap();
-    let maps = datapath.take_maps().unwrap();
-    let mut services = ServiceTable::adopt(maps, 16).unwrap();
+    let (mut datapath, mut services, translated) = attached(&net, "lb-translated");
+    let untouched = net.instance().cgroup("lb-untouched");
     let frontend = Frontend::new(SERVICE_IP, 80, Protocol::Tcp);
     let first = BackendAddr(SocketAddrV4::new(server.address(), 8080));
     services.set(frontend, &spec(&[first])).unwrap();
-
-    let translated = net.instance().cgroup("lb-translated");
-    let untouched = net.instance().cgroup("lb-untouched");
-    let unified = Hierarchies::detect().unwrap().unified;
-    std::fs::create_dir_all(unified.join(&translated)).unwrap();
-    datapath.attach(&unified.join(&translated)).unwrap();
 
     // Inside the cgroup: the connect reaches the backend, which sees its
     // own address as the destination and the client host as the source;
@@ -192,23 +199,12 @@ fn udp_datagrams_reach_backends_and_replies_come_from_the_service() {
     let (client, server) = (net.host(1), net.host(2));
     udp_backend(server, 5353);
     udp_backend(server, 5354);
-    client
-        .netns()
-        .ip(&["route", "add", "blackhole", "10.96.0.0/12"])
-        .unwrap();
-    let bpffs = net.instance().run_dir("bpffs");
-    mount_bpffs(&bpffs).unwrap();
-    let mut datapath = Datapath::load(&bpffs.join("capstan")).unwrap();
-    let mut services = ServiceTable::adopt(datapath.take_maps().unwrap(), 16).unwrap();
+    let (_datapath, mut services, cgroup) = attached(&net, "lb-udp");
     let frontend = Frontend::new(Ipv4Addr::new(10, 96, 0, 10), 53, Protocol::Udp);
     let backends: Vec<_> = [5353, 5354]
         .map(|port| BackendAddr(SocketAddrV4::new(server.address(), port)))
         .into();
     services.set(frontend, &spec(&backends)).unwrap();
-    let cgroup = net.instance().cgroup("lb-udp");
-    let unified = Hierarchies::detect().unwrap().unified;
-    std::fs::create_dir_all(unified.join(&cgroup)).unwrap();
-    datapath.attach(&unified.join(&cgroup)).unwrap();
 
     let udp = |connected: bool| {
         let mut command = client

@@ -15,7 +15,7 @@ use capstan_control::{api::DefaultTolerations, controllers::ControllersConfig};
 use capstan_tests::{
     TestNet,
     artifacts::TESTAPP_IMAGE,
-    cluster::{ClusterSettings, TestCluster, serving},
+    cluster::{ClusterSettings, TestCluster, node_of, serving},
     control::ControlSettings,
 };
 use k8s_openapi::api::{
@@ -28,13 +28,6 @@ use kube::{Api, api::ListParams};
 const WAIT: Duration = Duration::from_secs(90);
 const GRACE: Duration = Duration::from_secs(20);
 const TOLERATION_SECONDS: i64 = 5;
-
-fn node_of(pod: &Pod) -> String {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default()
-}
 
 fn restarts(pod: &Pod) -> i32 {
     pod.status

@@ -164,17 +164,7 @@ impl Datapath {
             let id = program.attach(&dir, CgroupAttachMode::Single)?;
             let link = FdLink::try_from(program.take_link(id)?)?;
             let pin = self.links_dir.join(name);
-            if pin.exists() {
-                let old =
-                    PinnedLink::from_pin(&pin)?
-                        .unpin()
-                        .map_err(|source| DatapathError::Io {
-                            action: "unpinning",
-                            path: pin.clone(),
-                            source,
-                        })?;
-                drop(old);
-            }
+            unpin(&pin)?;
             link.pin(&pin)?;
         }
         Ok(())
@@ -184,18 +174,7 @@ impl Datapath {
     /// where they were addressed again.
     pub fn detach(&mut self) -> Result<(), DatapathError> {
         for name in PROGRAMS {
-            let pin = self.links_dir.join(name);
-            if pin.exists() {
-                drop(
-                    PinnedLink::from_pin(&pin)?
-                        .unpin()
-                        .map_err(|source| DatapathError::Io {
-                            action: "unpinning",
-                            path: pin.clone(),
-                            source,
-                        })?,
-                );
-            }
+            unpin(&self.links_dir.join(name))?;
         }
         Ok(())
     }
@@ -225,6 +204,23 @@ impl Datapath {
             .ok_or(DatapathError::MapsTaken)?;
         Ok(HashMap::try_from(map)?)
     }
+}
+
+/// Removes the link pinned at `pin`, if any: its program is detached once
+/// the last reference (the pin) goes.
+fn unpin(pin: &Path) -> Result<(), DatapathError> {
+    if !pin.exists() {
+        return Ok(());
+    }
+    let link = PinnedLink::from_pin(pin)?
+        .unpin()
+        .map_err(|source| DatapathError::Io {
+            action: "unpinning",
+            path: pin.to_owned(),
+            source,
+        })?;
+    drop(link);
+    Ok(())
 }
 
 fn program<'a>(

@@ -2,10 +2,9 @@
 //! by feeding `ip -batch` a script, one process per namespace touched, and
 //! unit tests record the scripts instead of running them.
 
-use std::{process::Stdio, sync::Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 
 use super::NetworkError;
 
@@ -29,43 +28,26 @@ pub struct Iproute2;
 #[async_trait]
 impl IpRunner for Iproute2 {
     async fn run(&self, command: IpCommand) -> Result<(), NetworkError> {
-        let mut ip = tokio::process::Command::new("ip");
+        let mut args = Vec::new();
         if let Some(netns) = &command.netns {
-            ip.args(["-n", netns]);
+            args.extend(["-n", netns.as_str()]);
         }
-        let mut child = ip
-            .args(["-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(NetworkError::io("running", "ip"))?;
+        args.extend(["-batch", "-"]);
         let script = command.script.join("\n") + "\n";
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(NetworkError::io("writing to", "ip"))?;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(NetworkError::io("waiting for", "ip"))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(NetworkError::Ip {
-            args: format!(
-                "{}-batch: {}",
-                command
-                    .netns
-                    .as_ref()
-                    .map(|n| format!("-n {n} "))
-                    .unwrap_or_default(),
-                command.script.join("; ")
-            ),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
+        super::script::run("ip", &args, &script)
+            .await?
+            .map_err(|message| NetworkError::Ip {
+                args: format!(
+                    "{}-batch: {}",
+                    command
+                        .netns
+                        .as_ref()
+                        .map(|n| format!("-n {n} "))
+                        .unwrap_or_default(),
+                    command.script.join("; ")
+                ),
+                message,
+            })
     }
 }
 

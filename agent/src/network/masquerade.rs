@@ -5,10 +5,9 @@
 //! applying it again replaces it, and kept when the agent stops, as the
 //! pods keep running.
 
-use std::{process::Stdio, sync::Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 
 use super::{BRIDGE, CLUSTER_CIDR, NetworkError, PodSubnet};
 
@@ -28,29 +27,9 @@ pub struct Nft;
 #[async_trait]
 impl Nftables for Nft {
     async fn apply(&self, ruleset: &str) -> Result<(), NetworkError> {
-        let mut child = tokio::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(NetworkError::io("running", "nft"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(ruleset.as_bytes())
-                .await
-                .map_err(NetworkError::io("writing to", "nft"))?;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(NetworkError::io("waiting for", "nft"))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(NetworkError::Nft(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ))
+        super::script::run("nft", &["-f", "-"], ruleset)
+            .await?
+            .map_err(NetworkError::Nft)
     }
 }
 

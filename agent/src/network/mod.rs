@@ -9,6 +9,7 @@ mod masquerade;
 mod namespaces;
 mod routes;
 mod sandbox;
+mod script;
 
 use std::{io, net::Ipv4Addr, path::PathBuf};
 
