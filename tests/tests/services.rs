@@ -241,6 +241,41 @@ spec:
             anyhow::ensure!(answered == names, "from {}: {answered:?}", node_of(pod));
         }
 
+        // kubectl describe, old and new, shows a Service's endpoints; one
+        // with an unnamed port too (kubectl dereferences the slice port's
+        // name, which must then be "", not absent).
+        cluster
+            .apply("apiVersion: v1\nkind: Service\nmetadata: {name: plain}\nspec:\n  selector: {app: web}\n  ports: [{port: 8080}]\n")
+            .await?;
+        let slices: Api<EndpointSlice> = Api::namespaced(cluster.client(), "default");
+        cluster
+            .eventually(WAIT, "the plain Service's slice", || async {
+                let list = slices
+                    .list(&ListParams::default().labels("kubernetes.io/service-name=plain"))
+                    .await
+                    .ok()?;
+                (list.items.iter().map(|s| s.endpoints.len()).sum::<usize>() == 3).then_some(())
+            })
+            .await?;
+        for binary in capstan_tests::control::kubectl_binaries()? {
+            let output = cluster
+                .control
+                .kubectl(&binary)
+                .args(["describe", "service", "plain"])
+                .output()
+                .await?;
+            let (ok, text) = outcome(&output);
+            let endpoints = text
+                .lines()
+                .find(|l| l.starts_with("Endpoints:"))
+                .map(|l| l.matches(":8080").count());
+            anyhow::ensure!(
+                ok && endpoints == Some(3),
+                "{} describe service plain: {text}",
+                binary.display()
+            );
+        }
+
         // `capstan-agent lb dump` shows node 1's programmed datapath and
         // what it counted (its pod's 300 connects at least).
         let bpffs = cluster.net.host(1).run_dir("bpf")?;

@@ -321,7 +321,10 @@ impl EndpointsController {
                     .0
                     .iter()
                     .map(|(n, p, proto)| SlicePort {
-                        name: n.clone(),
+                        // Always set, "" for an unnamed port, as the
+                        // endpointslice controller does: kubectl describe
+                        // dereferences it.
+                        name: Some(n.clone().unwrap_or_default()),
                         port: Some(*p),
                         protocol: Some(proto.clone()),
                         app_protocol: None,
