@@ -8,8 +8,9 @@
 //! a SIGKILLed agent leaves connects working while it is down and across
 //! its restart, whose successor applies what changed meanwhile
 //! (internalTrafficPolicy Local, which keeps each node on its own pod);
-//! scaling 3 -> 1 -> 5 changes where new connections go within a second,
-//! and a Service with no endpoint refuses at once.
+//! scaling 3 -> 1 -> 5, or a pod turning not ready, changes where new
+//! connections go within a second, and a Service with no endpoint refuses
+//! at once.
 //!
 //! The clients run in the pods' own network namespaces (the web pods', one
 //! per node), in a cgroup beside the pods, as a process of the pod would.
@@ -32,7 +33,10 @@ use k8s_openapi::api::{
     core::v1::{Pod, Service},
     discovery::v1::EndpointSlice,
 };
-use kube::{Api, api::ListParams};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -499,6 +503,44 @@ spec:
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(changed.elapsed())).await;
         let answered = answers(cluster, survivor, &http, 100).await?;
         anyhow::ensure!(answered == five, "after scaling to five: {answered:?}");
+
+        // A pod that stops being ready (its status says so, as a failed
+        // readiness probe would) gets no new connections a second after
+        // its endpoint turns not ready.
+        let tired = web_pods(cluster)
+            .await?
+            .into_iter()
+            .find(|p| name(p) != name(survivor))
+            .ok_or_else(|| anyhow::anyhow!("no pod besides the survivor"))?;
+        let mut conditions = tired
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        for condition in &mut conditions {
+            if condition.type_ == "Ready" || condition.type_ == "ContainersReady" {
+                condition.status = "False".to_owned();
+            }
+        }
+        cluster
+            .pods("default")
+            .patch_status(
+                &name(&tired),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": { "conditions": conditions } })),
+            )
+            .await?;
+        wait_ready_endpoints(cluster, 4).await?;
+        let changed = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(changed.elapsed())).await;
+        let answered = answers(cluster, survivor, &http, 100).await?;
+        let mut four = five.clone();
+        four.remove(&name(&tired));
+        anyhow::ensure!(
+            answered == four,
+            "with {} not ready: {answered:?}",
+            name(&tired)
+        );
 
         // No endpoint: refused at once, not left to time out.
         cluster
