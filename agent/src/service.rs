@@ -231,7 +231,7 @@ pub async fn run_until(
             Arc::clone(&cache.endpoint_slices),
             table,
         )
-        .with_reaper(Box::new(reaper))
+        .with_reaper(Box::new(lb::in_background(reaper)))
         .run(),
     );
 

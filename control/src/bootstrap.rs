@@ -97,7 +97,8 @@ pub async fn ensure_api_endpoints(
     .await
 }
 
-/// Creates `object` in `collection`, or overwrites what is there.
+/// Creates `object` in `collection`, or overwrites what is there when it
+/// differs (a restart with the same address writes nothing).
 async fn replace(
     app: &Router,
     token: &str,
@@ -109,6 +110,15 @@ async fn replace(
     let (code, current) = call(app, token, "GET", &path, None).await?;
     if code == 404 {
         return create(app, token, collection, object).await;
+    }
+    let same = object
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| *key != "metadata")
+        .all(|(key, value)| current.get(key) == Some(value));
+    if same {
+        return Ok(());
     }
     object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     let (code, body) = call(app, token, "PUT", &path, Some(&object)).await?;

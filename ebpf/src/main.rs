@@ -24,9 +24,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use capstan_ebpf_common::{
-    AffinityKey, AffinityMatchKey, AffinityValue, Backend, FrontendKey, FrontendStats,
+    AffinityKey, AffinityMatchKey, AffinityValue, Ipv4Endpoint, FrontendKey, FrontendStats,
     FrontendValue, MAX_AFFINITY, MAX_AFFINITY_MATCH, MAX_BACKENDS, MAX_FRONTENDS, MAX_REVERSE,
-    MAX_SLOTS, ReverseKey, ReverseValue, SCOPE_CLUSTER, SlotKey,
+    MAX_SLOTS, ReverseKey, SCOPE_CLUSTER, SlotKey,
 };
 
 /// Returned to the kernel to let the syscall proceed.
@@ -47,10 +47,10 @@ static FRONTENDS: HashMap<FrontendKey, FrontendValue> =
 static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
 
 #[map(name = "BACKENDS")]
-static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
+static BACKENDS: HashMap<u32, Ipv4Endpoint> = HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
 
 #[map(name = "REVERSE")]
-static REVERSE: LruHashMap<ReverseKey, ReverseValue> = LruHashMap::pinned(MAX_REVERSE, 0);
+static REVERSE: LruHashMap<ReverseKey, Ipv4Endpoint> = LruHashMap::pinned(MAX_REVERSE, 0);
 
 #[map(name = "AFFINITY")]
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
@@ -143,7 +143,7 @@ fn try_translate(ctx: &SockAddrContext) -> Result<(), Miss> {
     let reverse = ReverseKey::new(cookie, netns, backend.address, backend.port);
     // An unconnected UDP socket may talk to many frontends: each of its
     // backends gets an entry. A full LRU evicts the oldest.
-    let _ = REVERSE.insert(&reverse, &ReverseValue::new(address, port), 0);
+    let _ = REVERSE.insert(&reverse, &Ipv4Endpoint::new(address, port), 0);
     if frontend.affinity_timeout_secs > 0 {
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
@@ -158,7 +158,7 @@ fn try_translate(ctx: &SockAddrContext) -> Result<(), Miss> {
 
 /// The backend for one connect: the client's remembered one while its
 /// affinity lasts and the backend still serves, else one at random.
-fn choose(frontend: &FrontendValue, netns: u64) -> Option<(u32, Backend)> {
+fn choose(frontend: &FrontendValue, netns: u64) -> Option<(u32, Ipv4Endpoint)> {
     if frontend.count == 0 {
         return None;
     }
@@ -177,7 +177,7 @@ fn choose(frontend: &FrontendValue, netns: u64) -> Option<(u32, Backend)> {
     Some((backend_id, backend))
 }
 
-fn remembered(frontend: &FrontendValue, netns: u64) -> Option<(u32, Backend)> {
+fn remembered(frontend: &FrontendValue, netns: u64) -> Option<(u32, Ipv4Endpoint)> {
     // SAFETY: copied out at once.
     let last = *unsafe { AFFINITY.get(&AffinityKey::new(netns, frontend.id)) }?;
     // SAFETY: helper without arguments.

@@ -21,7 +21,7 @@ use aya::{
 };
 use capstan_ebpf_common::{
     AFFINITY_MATCH_MAP, BACKENDS_MAP, CONNECT4_PROGRAM, FRONTENDS_MAP, GETPEERNAME4_PROGRAM,
-    RECVMSG4_PROGRAM, REVERSE_MAP, ReverseKey, ReverseValue, SENDMSG4_PROGRAM, SLOTS_MAP,
+    Ipv4Endpoint, RECVMSG4_PROGRAM, REVERSE_MAP, ReverseKey, SENDMSG4_PROGRAM, SLOTS_MAP,
     STATS_MAP,
 };
 
@@ -190,14 +190,12 @@ impl Datapath {
             stats: PerCpuHashMap::try_from(take(STATS_MAP)?)?,
         })
     }
-}
 
-impl Datapath {
     /// Hands out the reverse map (which sockets were translated to which
     /// backend), once, for the stale socket reaper to read.
     pub fn take_reverse_map(
         &mut self,
-    ) -> Result<HashMap<aya::maps::MapData, ReverseKey, ReverseValue>, DatapathError> {
+    ) -> Result<HashMap<aya::maps::MapData, ReverseKey, Ipv4Endpoint>, DatapathError> {
         let map = self
             .ebpf
             .take_map(REVERSE_MAP)

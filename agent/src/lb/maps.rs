@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap};
 use capstan_ebpf_common::{
-    AFFINITY_MATCH_MAP, AffinityMatchKey, BACKENDS_MAP, Backend, FRONTENDS_MAP, FrontendKey,
-    FrontendStats, FrontendValue, SLOTS_MAP, STATS_MAP, SlotKey,
+    AFFINITY_MATCH_MAP, AffinityMatchKey, BACKENDS_MAP, FRONTENDS_MAP, FrontendKey, FrontendStats,
+    FrontendValue, Ipv4Endpoint, SLOTS_MAP, STATS_MAP, SlotKey,
 };
 
 /// A map operation the kernel refused.
@@ -22,7 +22,7 @@ pub struct LbMapError {
 pub struct MapContents {
     pub frontends: BTreeMap<FrontendKey, FrontendValue>,
     pub slots: BTreeMap<SlotKey, u32>,
-    pub backends: BTreeMap<u32, Backend>,
+    pub backends: BTreeMap<u32, Ipv4Endpoint>,
     pub affinity_matches: BTreeSet<AffinityMatchKey>,
 }
 
@@ -32,7 +32,7 @@ pub trait LbMaps {
     fn remove_frontend(&mut self, key: &FrontendKey) -> Result<(), LbMapError>;
     fn set_slot(&mut self, key: SlotKey, backend: u32) -> Result<(), LbMapError>;
     fn remove_slot(&mut self, key: &SlotKey) -> Result<(), LbMapError>;
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError>;
+    fn set_backend(&mut self, id: u32, backend: Ipv4Endpoint) -> Result<(), LbMapError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError>;
     fn set_affinity_match(&mut self, key: AffinityMatchKey) -> Result<(), LbMapError>;
     fn remove_affinity_match(&mut self, key: &AffinityMatchKey) -> Result<(), LbMapError>;
@@ -46,7 +46,7 @@ pub trait LbMaps {
 pub struct BpfLbMaps {
     pub(super) frontends: BpfHashMap<MapData, FrontendKey, FrontendValue>,
     pub(super) slots: BpfHashMap<MapData, SlotKey, u32>,
-    pub(super) backends: BpfHashMap<MapData, u32, Backend>,
+    pub(super) backends: BpfHashMap<MapData, u32, Ipv4Endpoint>,
     pub(super) affinity_matches: BpfHashMap<MapData, AffinityMatchKey, u32>,
     pub(super) stats: PerCpuHashMap<MapData, u32, FrontendStats>,
 }
@@ -104,7 +104,7 @@ impl LbMaps for BpfLbMaps {
         removed(self.slots.remove(key), SLOTS_MAP)
     }
 
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError> {
+    fn set_backend(&mut self, id: u32, backend: Ipv4Endpoint) -> Result<(), LbMapError> {
         self.backends
             .insert(id, backend, 0)
             .map_err(map_error(BACKENDS_MAP))
@@ -206,7 +206,7 @@ impl LbMaps for RecordingMaps {
         Ok(())
     }
 
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), LbMapError> {
+    fn set_backend(&mut self, id: u32, backend: Ipv4Endpoint) -> Result<(), LbMapError> {
         self.log.push(format!("set backend {id}"));
         self.contents.backends.insert(id, backend);
         Ok(())

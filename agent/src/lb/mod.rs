@@ -18,4 +18,4 @@ pub use maps::{BpfLbMaps, LbMapError, LbMaps, MapContents, RecordingMaps};
 pub use service_table::{
     BackendAddr, Frontend, FrontendSpec, Programmed, Protocol, ServiceTable, ServiceTableError,
 };
-pub use stale_sockets::{NetlinkReaper, SocketReaper};
+pub use stale_sockets::{BackgroundReaper, NetlinkReaper, SocketReaper, in_background};

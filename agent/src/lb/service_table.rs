@@ -14,8 +14,8 @@ use std::{
 };
 
 use capstan_ebpf_common::{
-    AffinityMatchKey, Backend, FrontendKey, FrontendValue, PROTO_TCP, PROTO_UDP, SCOPE_CLUSTER,
-    SlotKey,
+    AffinityMatchKey, FrontendKey, FrontendValue, Ipv4Endpoint, PROTO_TCP, PROTO_UDP,
+    SCOPE_CLUSTER, SlotKey,
 };
 
 use super::maps::{LbMapError, LbMaps, MapContents};
@@ -97,11 +97,11 @@ impl std::fmt::Display for Frontend {
 pub struct BackendAddr(pub SocketAddrV4);
 
 impl BackendAddr {
-    fn value(self) -> Backend {
-        Backend::new(u32::from(*self.0.ip()).to_be(), self.0.port().to_be())
+    fn value(self) -> Ipv4Endpoint {
+        Ipv4Endpoint::new(u32::from(*self.0.ip()).to_be(), self.0.port().to_be())
     }
 
-    pub(super) fn from_value(backend: &Backend) -> Self {
+    pub(super) fn from_value(backend: &Ipv4Endpoint) -> Self {
         Self(SocketAddrV4::new(
             Ipv4Addr::from(u32::from_be(backend.address)),
             u16::from_be(backend.port),
@@ -133,7 +133,7 @@ pub enum ServiceTableError {
 pub struct Programmed {
     pub id: u32,
     pub revision: u16,
-    /// Backend ids in slot order.
+    /// Ipv4Endpoint ids in slot order.
     backends: Vec<u32>,
     pub affinity_timeout_secs: u32,
 }
@@ -475,7 +475,7 @@ impl IdPool {
     }
 }
 
-/// Backend ids, shared by every frontend that forwards to the same address.
+/// Ipv4Endpoint ids, shared by every frontend that forwards to the same address.
 #[derive(Debug, Default)]
 struct BackendIds {
     by_addr: BTreeMap<BackendAddr, (u32, usize)>,

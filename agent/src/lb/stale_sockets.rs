@@ -20,19 +20,50 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData};
-use capstan_ebpf_common::{PROTO_UDP, ReverseKey, ReverseValue};
+use capstan_ebpf_common::{Ipv4Endpoint, PROTO_UDP, ReverseKey};
 
 use super::service_table::BackendAddr;
 
 /// Destroys translated sockets whose peer is one of `gone`.
 pub trait SocketReaper: Send + std::fmt::Debug {
-    /// How many sockets were destroyed; failures are logged, not fatal.
-    fn reap(&mut self, gone: &[BackendAddr]) -> usize;
+    /// Failures are logged, not fatal: the next removal tries again.
+    fn reap(&mut self, gone: &[BackendAddr]);
+}
+
+/// Runs `reaper` on a thread of its own and hands it the work: visiting
+/// every pod's namespace takes a thread and a few syscalls each, which the
+/// balancer must not wait for before programming the next change.
+pub fn in_background(mut reaper: impl SocketReaper + 'static) -> BackgroundReaper {
+    let (work, queue) = std::sync::mpsc::channel::<Vec<BackendAddr>>();
+    std::thread::spawn(move || {
+        while let Ok(mut gone) = queue.recv() {
+            // A burst is reaped in one visit of the namespaces.
+            while let Ok(more) = queue.try_recv() {
+                gone.extend(more);
+            }
+            reaper.reap(&gone);
+        }
+    });
+    BackgroundReaper { work }
+}
+
+/// The handle [`in_background`] returns; dropping it ends the thread.
+#[derive(Debug)]
+pub struct BackgroundReaper {
+    work: std::sync::mpsc::Sender<Vec<BackendAddr>>,
+}
+
+impl SocketReaper for BackgroundReaper {
+    fn reap(&mut self, gone: &[BackendAddr]) {
+        if !gone.is_empty() {
+            let _ = self.work.send(gone.to_vec());
+        }
+    }
 }
 
 /// The real reaper, over netlink in each network namespace of the node.
 pub struct NetlinkReaper {
-    reverse: HashMap<MapData, ReverseKey, ReverseValue>,
+    reverse: HashMap<MapData, ReverseKey, Ipv4Endpoint>,
     /// Pod network namespaces are pinned as /run/netns/<prefix><uid>.
     netns_prefix: String,
 }
@@ -46,7 +77,7 @@ impl std::fmt::Debug for NetlinkReaper {
 }
 
 impl NetlinkReaper {
-    pub fn new(reverse: HashMap<MapData, ReverseKey, ReverseValue>, netns_prefix: String) -> Self {
+    pub fn new(reverse: HashMap<MapData, ReverseKey, Ipv4Endpoint>, netns_prefix: String) -> Self {
         Self {
             reverse,
             netns_prefix,
@@ -88,9 +119,9 @@ impl NetlinkReaper {
 }
 
 impl SocketReaper for NetlinkReaper {
-    fn reap(&mut self, gone: &[BackendAddr]) -> usize {
+    fn reap(&mut self, gone: &[BackendAddr]) {
         if gone.is_empty() {
-            return 0;
+            return;
         }
         let mut destroyed = 0;
         for netns in self.namespaces() {
@@ -111,7 +142,6 @@ impl SocketReaper for NetlinkReaper {
                 "stale service sockets destroyed"
             );
         }
-        destroyed
     }
 }
 

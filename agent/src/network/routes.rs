@@ -62,17 +62,14 @@ impl PodRoutes {
     }
 
     async fn set(&mut self, wanted: RouteTable) {
+        // A CIDR whose node moved is replaced below, not removed first.
         let gone: Vec<(String, Ipv4Addr)> = self
             .installed
             .iter()
-            .filter(|(cidr, via)| wanted.get(*cidr) != Some(via))
+            .filter(|(cidr, _)| !wanted.contains_key(*cidr))
             .map(|(cidr, via)| (cidr.clone(), *via))
             .collect();
         for (cidr, via) in gone {
-            if wanted.contains_key(&cidr) {
-                // Replaced below.
-                continue;
-            }
             match self.ip_route(format!("route del {cidr} via {via}")).await {
                 Ok(()) => {
                     tracing::info!(%cidr, %via, "pod route removed");

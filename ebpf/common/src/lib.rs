@@ -20,9 +20,9 @@ use core::mem::size_of;
 pub const FRONTENDS_MAP: &str = "FRONTENDS";
 /// Map from [`SlotKey`] to a backend id.
 pub const SLOTS_MAP: &str = "SLOTS";
-/// Map from backend id to [`Backend`].
+/// Map from backend id to [`Ipv4Endpoint`].
 pub const BACKENDS_MAP: &str = "BACKENDS";
-/// LRU map from [`ReverseKey`] to [`ReverseValue`].
+/// LRU map from [`ReverseKey`] to the [`Ipv4Endpoint`] of the Service.
 pub const REVERSE_MAP: &str = "REVERSE";
 /// LRU map from [`AffinityKey`] to [`AffinityValue`].
 pub const AFFINITY_MAP: &str = "AFFINITY";
@@ -132,19 +132,19 @@ impl SlotKey {
     }
 }
 
-/// Where a connection to a frontend is sent.
+/// An IPv4 address and port, both in network byte order: a backend in
+/// [`BACKENDS_MAP`], the Service address a reply is shown as in
+/// [`REVERSE_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backend {
-    /// IPv4 address, network byte order.
+pub struct Ipv4Endpoint {
     pub address: u32,
-    /// Port, network byte order.
     pub port: u16,
     pub _pad: [u8; 2],
 }
-const _: () = assert!(size_of::<Backend>() == 8);
+const _: () = assert!(size_of::<Ipv4Endpoint>() == 8);
 
-impl Backend {
+impl Ipv4Endpoint {
     pub const fn new(address: u32, port: u16) -> Self {
         Self {
             address,
@@ -162,11 +162,7 @@ impl Backend {
 pub struct ReverseKey {
     pub cookie: u64,
     pub netns: u64,
-    /// Backend address, network byte order.
-    pub address: u32,
-    /// Backend port, network byte order.
-    pub port: u16,
-    pub _pad: [u8; 2],
+    pub backend: Ipv4Endpoint,
 }
 const _: () = assert!(size_of::<ReverseKey>() == 24);
 
@@ -175,29 +171,7 @@ impl ReverseKey {
         Self {
             cookie,
             netns,
-            address,
-            port,
-            _pad: [0; 2],
-        }
-    }
-}
-
-/// The Service address a translated peer is shown as.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReverseValue {
-    pub address: u32,
-    pub port: u16,
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(size_of::<ReverseValue>() == 8);
-
-impl ReverseValue {
-    pub const fn new(address: u32, port: u16) -> Self {
-        Self {
-            address,
-            port,
-            _pad: [0; 2],
+            backend: Ipv4Endpoint::new(address, port),
         }
     }
 }
@@ -272,9 +246,8 @@ mod user {
     unsafe impl aya::Pod for super::FrontendKey {}
     unsafe impl aya::Pod for super::FrontendValue {}
     unsafe impl aya::Pod for super::SlotKey {}
-    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::Ipv4Endpoint {}
     unsafe impl aya::Pod for super::ReverseKey {}
-    unsafe impl aya::Pod for super::ReverseValue {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::AffinityMatchKey {}
