@@ -498,8 +498,36 @@ spec:
             .await?;
         wait_ready_endpoints(cluster, 5).await?;
         let changed = Instant::now();
-        let five: BTreeSet<String> = web_pods(cluster).await?.iter().map(name).collect();
+        let five_pods = web_pods(cluster).await?;
+        let five: BTreeSet<String> = five_pods.iter().map(name).collect();
         anyhow::ensure!(five.len() == 5, "{five:?}");
+        // On a loaded machine a new pod has been seen unreachable by its
+        // own address for a few seconds after turning ready (not a
+        // Service matter; tracked in the issue): the balancing is
+        // measured once each new pod answers directly.
+        for pod in &five_pods {
+            let target = format!("{}:8080", pod_ip(pod));
+            cluster
+                .eventually(
+                    Duration::from_secs(30),
+                    &format!("{} answering by pod IP", name(pod)),
+                    || async {
+                        let (ok, _) = in_pod(
+                            cluster,
+                            survivor,
+                            &["get", &target, "/hostname", "--timeout-secs", "1"],
+                        )
+                        .await
+                        .ok()?;
+                        ok.then_some(())
+                    },
+                )
+                .await?;
+        }
+        let waited = changed.elapsed();
+        if waited > Duration::from_secs(1) {
+            println!("new pods answered by pod IP only {waited:?} after the slices listed them");
+        }
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(changed.elapsed())).await;
         let answered = answers(cluster, survivor, &http, 100).await?;
         anyhow::ensure!(answered == five, "after scaling to five: {answered:?}");
