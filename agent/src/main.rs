@@ -55,6 +55,10 @@ struct Args {
     /// default; a node's own subtree when several nodes share a machine.
     #[arg(long, default_value = "/")]
     service_cgroup: String,
+    /// How pods reach other nodes' pods: auto (directly to nodes on this
+    /// host's subnet, VXLAN to the others), host-gw or vxlan.
+    #[arg(long, default_value = "auto")]
+    pod_network: capstan_agent::network::PodNetworkMode,
     /// A bpf filesystem mount; the datapath pins its maps in a directory below it.
     #[arg(long, default_value = "/sys/fs/bpf")]
     bpffs: PathBuf,
@@ -152,6 +156,7 @@ async fn run() -> anyhow::Result<()> {
         pod_log_dir: args.pod_log_dir,
         cgroup_root: args.cgroup_root,
         service_cgroup: args.service_cgroup,
+        pod_network: args.pod_network,
         bpffs: args.bpffs,
         netns_prefix: args.netns_prefix,
         port: args.port,

@@ -20,7 +20,8 @@ use crate::{
     lb::{self, DatapathError, ServiceTableError},
     logs,
     network::{
-        self, AddressPool, Iproute2, NetworkError, NodeNetwork, PodRoutes, PodSubnet, Sandboxes,
+        self, AddressPool, Iproute2, NetworkError, NodeNetwork, PodNetworkMode, PodRoutes,
+        PodSubnet, Sandboxes, Uplink,
     },
     node::{self, NodeConfig, NodeError},
     pod::{self, DnsSettings, Images, PodDirs, PodRuntime, SystemClock},
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     /// The cgroup whose processes (pods' and the host's) get Services
     /// balanced; "/" is the whole host.
     pub service_cgroup: String,
+    /// How pods reach other nodes' pods.
+    pub pod_network: PodNetworkMode,
     /// A bpf filesystem mount for the datapath's pins.
     pub bpffs: PathBuf,
     pub netns_prefix: String,
@@ -82,6 +85,10 @@ pub enum ServiceError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(
+        "the node's address {0} is IPv6; the pod network is IPv4 only: give --node-ip an IPv4 address"
+    )]
+    Ipv6NodeAddress(std::net::Ipv6Addr),
     #[error("control's API client: {0}")]
     Client(String),
     #[error("{what}: {source}")]
@@ -139,7 +146,13 @@ pub async fn run_until(
     tracing::info!(node = %config.node_name, %pod_cidr, "node registered");
 
     let subnet = PodSubnet::parse(&pod_cidr)?;
-    let network = NodeNetwork::new(subnet, Arc::new(Iproute2));
+    let uplink = match config.host_ip {
+        IpAddr::V4(address) => Uplink::find(address)?,
+        IpAddr::V6(address) => return Err(ServiceError::Ipv6NodeAddress(address)),
+    };
+    let pod_mtu = config.pod_network.pod_mtu(&uplink);
+    tracing::info!(uplink = %uplink.name, pod_mtu, mode = ?config.pod_network, "pod network");
+    let network = NodeNetwork::new(subnet, pod_mtu, Arc::new(Iproute2));
     network.ensure().await?;
     network::enable_forwarding()?;
     network::masquerade(&network::Nft, &subnet).await?;
@@ -219,6 +232,9 @@ pub async fn run_until(
             config.node_name.clone(),
             Arc::clone(&cache.nodes),
             Arc::new(Iproute2),
+            config.pod_network,
+            uplink,
+            subnet,
         )
         .run(routes_stopped),
     );

@@ -106,6 +106,26 @@ impl TestAgent {
         Ok(())
     }
 
+    /// Stops the agent as its service manager would (SIGTERM), waiting
+    /// for it to finish its shutdown; SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: std::time::Duration) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.kill()?;
+        child.wait()?;
+        anyhow::bail!("the agent did not stop within {grace:?} of SIGTERM")
+    }
+
     /// Starts the agent again with the same state.
     pub fn restart(&mut self, host: &TestHost) -> anyhow::Result<()> {
         self.kill()?;

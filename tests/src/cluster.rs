@@ -317,6 +317,54 @@ pub fn node_of(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The test host number of node `node` (h<n>).
+pub fn host_index(node: &str) -> u8 {
+    node.trim_start_matches('h').parse().unwrap_or(0)
+}
+
+/// The pod's IP ("" before it has one).
+pub fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+/// `testapp <args>` set to run inside `pod`'s network namespace on its
+/// node, in a cgroup beside that node's pods.
+pub fn pod_testapp(
+    cluster: &TestCluster,
+    pod: &Pod,
+    args: &[&str],
+) -> anyhow::Result<std::process::Command> {
+    let host = cluster.net.host(host_index(&node_of(pod)));
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut command = host.pod_command(&uid, artifacts::testapp()?)?;
+    command.args(args);
+    Ok(command)
+}
+
+/// Runs `testapp <args>` in `pod`: whether it succeeded, and its output.
+pub async fn in_pod(
+    cluster: &TestCluster,
+    pod: &Pod,
+    args: &[&str],
+) -> anyhow::Result<(bool, String)> {
+    let mut command = pod_testapp(cluster, pod, args)?;
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    Ok(outcome(&output))
+}
+
+/// Whether a process succeeded, and its stdout and stderr.
+pub fn outcome(output: &std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// A pod that is Ready and not being deleted: one that serves.
 pub fn serving(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()

@@ -1,6 +1,8 @@
-//! Test hosts on a private network: a bridge in a "switch" namespace, one
-//! namespace per host wired to it by a veth, optionally a containerd per
-//! host, and pod networks routed between hosts (host-gw, as capstan does).
+//! Test hosts on a private network: a bridge per subnet in a "switch"
+//! namespace, one namespace per host wired to its subnet's bridge by a
+//! veth, a router namespace joining the subnets when there are several,
+//! optionally a containerd per host, and pod networks routed between hosts
+//! (host-gw, as capstan does).
 
 use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
 
@@ -16,17 +18,19 @@ pub struct TestNet {
     // instance's sweep-style teardown last.
     hosts: Vec<TestHost>,
     pods: Vec<u8>,
+    router: Option<Netns>,
     switch: Netns,
     instance: Instance,
 }
 
-/// One test host: a network namespace at 198.18.0.<n>.
+/// One test host: a network namespace at 198.18.<subnet>.<n>.
 #[derive(Debug)]
 pub struct TestHost {
     containerd: Option<ContainerdDaemon>,
     netns: Netns,
     name: String,
     index: u8,
+    address: Ipv4Addr,
     cgroup_base: String,
     run_dir: PathBuf,
     data_dir: PathBuf,
@@ -41,33 +45,86 @@ pub struct PodNetwork {
 }
 
 impl TestNet {
-    /// `hosts` test hosts, h1 at 198.18.0.1 to hN at 198.18.0.N.
+    /// `hosts` test hosts on one subnet, h1 at 198.18.0.1 to hN at
+    /// 198.18.0.N.
     pub fn new(hosts: u8) -> anyhow::Result<Self> {
+        Self::on_subnets(&[hosts])
+    }
+
+    /// Test hosts on several subnets joined by a router: `subnets[s]`
+    /// hosts on 198.18.<s>.0/24, numbered on from the subnet before (with
+    /// `[2, 1]`, h1 at 198.18.0.1, h2 at 198.18.0.2, h3 at 198.18.1.3). The
+    /// router is at 198.18.<s>.254 on each, and each host routes the other
+    /// subnets through it, so their hosts are one hop away and never on
+    /// link.
+    pub fn on_subnets(subnets: &[u8]) -> anyhow::Result<Self> {
         crate::require_root();
         let instance = Instance::new();
         let switch = Netns::create(&instance.netns_name("sw"))?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        let router = match subnets.len() {
+            1 => None,
+            _ => Some(Netns::create(&instance.netns_name("rt"))?),
+        };
         let mut net = Self {
             hosts: Vec::new(),
-            pods: vec![0; usize::from(hosts)],
+            pods: vec![0; subnets.iter().map(|&n| usize::from(n)).sum()],
+            router,
             switch,
             instance,
         };
-        for index in 1..=hosts {
-            let host = net.add_host(index)?;
-            net.hosts.push(host);
+        for subnet in 0..subnets.len() as u8 {
+            net.add_subnet(subnet)?;
+        }
+        let mut index = 0;
+        for (subnet, &hosts) in subnets.iter().enumerate() {
+            for _ in 0..hosts {
+                index += 1;
+                let host = net.add_host(index, subnet as u8, subnets.len() as u8)?;
+                net.hosts.push(host);
+            }
         }
         Ok(net)
     }
 
-    fn add_host(&self, index: u8) -> anyhow::Result<TestHost> {
+    /// The switch's bridge of 198.18.<subnet>.0/24, and the router's leg
+    /// on it.
+    fn add_subnet(&self, subnet: u8) -> anyhow::Result<()> {
+        let bridge = format!("br{subnet}");
+        self.switch
+            .ip(&["link", "add", &bridge, "type", "bridge"])?;
+        self.switch.ip(&["link", "set", &bridge, "up"])?;
+        if let Some(router) = &self.router {
+            plug_as(
+                router,
+                &self.switch,
+                &format!("rt{subnet}"),
+                &bridge,
+                &format!("eth{subnet}"),
+            )?;
+            let address = format!("{}/24", router_address(subnet));
+            router.ip(&["addr", "add", &address, "dev", &format!("eth{subnet}")])?;
+            router.ip(&["link", "set", &format!("eth{subnet}"), "up"])?;
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        Ok(())
+    }
+
+    fn add_host(&self, index: u8, subnet: u8, subnets: u8) -> anyhow::Result<TestHost> {
         let name = format!("h{index}");
         let netns = Netns::create(&self.instance.netns_name(&name))?;
-        plug(&netns, &self.switch, &name, "br0")?;
-        let address = format!("{}/24", host_address(index));
-        netns.ip(&["addr", "add", &address, "dev", "eth0"])?;
+        plug(&netns, &self.switch, &name, &format!("br{subnet}"))?;
+        let address = Ipv4Addr::new(198, 18, subnet, index);
+        netns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
+        for other in (0..subnets).filter(|&s| s != subnet) {
+            netns.ip(&[
+                "route",
+                "add",
+                &format!("198.18.{other}.0/24"),
+                "via",
+                &router_address(subnet).to_string(),
+            ])?;
+        }
         Ok(TestHost {
             containerd: None,
             netns,
@@ -76,6 +133,7 @@ impl TestNet {
             data_dir: self.instance.data_dir(&name),
             name,
             index,
+            address,
         })
     }
 
@@ -118,7 +176,7 @@ impl TestNet {
                     "add",
                     &format!("10.244.{n}.0/24"),
                     "via",
-                    &host_address(n).to_string(),
+                    &host.address.to_string(),
                 ])?;
             }
         }
@@ -135,6 +193,17 @@ impl TestNet {
 /// Gives `netns` an `eth0` whose peer, `port`, is attached to `bridge` in
 /// `parent`.
 fn plug(netns: &Netns, parent: &Netns, port: &str, bridge: &str) -> anyhow::Result<()> {
+    plug_as(netns, parent, port, bridge, "eth0")
+}
+
+/// As [`plug`], the interface in `netns` named `name`.
+fn plug_as(
+    netns: &Netns,
+    parent: &Netns,
+    port: &str,
+    bridge: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     parent.ip(&[
         "link",
         "add",
@@ -143,7 +212,7 @@ fn plug(netns: &Netns, parent: &Netns, port: &str, bridge: &str) -> anyhow::Resu
         "veth",
         "peer",
         "name",
-        "eth0",
+        name,
         "netns",
         netns.name(),
     ])?;
@@ -151,8 +220,9 @@ fn plug(netns: &Netns, parent: &Netns, port: &str, bridge: &str) -> anyhow::Resu
     Ok(())
 }
 
-fn host_address(index: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, index)
+/// The router's address on 198.18.<subnet>.0/24.
+fn router_address(subnet: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, subnet, 254)
 }
 
 impl TestHost {
@@ -161,7 +231,7 @@ impl TestHost {
     }
 
     pub fn address(&self) -> Ipv4Addr {
-        host_address(self.index)
+        self.address
     }
 
     pub fn netns(&self) -> &Netns {

@@ -20,14 +20,17 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
-    process::{Command, Output, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use capstan_tests::{
     TestNet,
     artifacts::{self, TESTAPP_IMAGE},
-    cluster::{ClusterSettings, TestCluster, node_of, serving},
+    cluster::{
+        ClusterSettings, TestCluster, host_index, in_pod, node_of, outcome, pod_ip, pod_testapp,
+        serving,
+    },
 };
 use k8s_openapi::api::{
     core::v1::{Pod, Service},
@@ -39,43 +42,6 @@ use kube::{
 };
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn host_index(node: &str) -> u8 {
-    node.trim_start_matches('h').parse().unwrap()
-}
-
-fn pod_ip(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .unwrap_or_default()
-}
-
-/// `testapp <args>` set to run inside `pod`'s network namespace on its
-/// node.
-fn pod_testapp(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<Command> {
-    let host = cluster.net.host(host_index(&node_of(pod)));
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let mut command = host.pod_command(&uid, artifacts::testapp()?)?;
-    command.args(args);
-    Ok(command)
-}
-
-/// Runs `testapp <args>` in `pod`: whether it succeeded, and its output.
-async fn in_pod(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let mut command = pod_testapp(cluster, pod, args)?;
-    let output = tokio::task::spawn_blocking(move || command.output()).await??;
-    Ok(outcome(&output))
-}
-
-fn outcome(output: &Output) -> (bool, String) {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 /// The backends `pod` reaches through `service` in `count` connects.
 async fn answers(

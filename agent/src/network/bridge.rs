@@ -13,12 +13,18 @@ pub const BRIDGE: &str = "capstan0";
 #[derive(Debug, Clone)]
 pub struct NodeNetwork {
     pub subnet: PodSubnet,
+    /// The MTU of every pod's interface.
+    pub pod_mtu: u32,
     ip: Arc<dyn IpRunner>,
 }
 
 impl NodeNetwork {
-    pub fn new(subnet: PodSubnet, ip: Arc<dyn IpRunner>) -> Self {
-        Self { subnet, ip }
+    pub fn new(subnet: PodSubnet, pod_mtu: u32, ip: Arc<dyn IpRunner>) -> Self {
+        Self {
+            subnet,
+            pod_mtu,
+            ip,
+        }
     }
 
     /// Makes (or finds) the bridge with the gateway address, up, and the
@@ -26,20 +32,16 @@ impl NodeNetwork {
     pub async fn ensure(&self) -> Result<(), NetworkError> {
         let created = self
             .ip
-            .run(IpCommand {
-                netns: None,
-                script: vec![format!("link add name {BRIDGE} type bridge")],
-            })
+            .run(IpCommand::host(vec![format!(
+                "link add name {BRIDGE} type bridge"
+            )]))
             .await;
         match created {
             Err(NetworkError::Ip { message, .. }) if message.contains("File exists") => {}
             other => other?,
         }
         self.ip
-            .run(IpCommand {
-                netns: None,
-                script: bridge_script(&self.subnet),
-            })
+            .run(IpCommand::host(bridge_script(&self.subnet)))
             .await
     }
 
@@ -66,7 +68,10 @@ mod tests {
     async fn the_bridge_gets_the_gateway_and_the_networks_a_blackhole() {
         let ip = Arc::new(RecordingIp::default());
         let subnet = PodSubnet::parse("10.244.2.0/24").unwrap();
-        NodeNetwork::new(subnet, ip.clone()).ensure().await.unwrap();
+        NodeNetwork::new(subnet, 1500, ip.clone())
+            .ensure()
+            .await
+            .unwrap();
         let commands = ip.commands.lock().unwrap().clone();
         assert_eq!(
             commands[0].script,

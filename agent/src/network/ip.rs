@@ -1,6 +1,7 @@
-//! iproute2 behind a trait: the agent changes links, addresses and routes
-//! by feeding `ip -batch` a script, one process per namespace touched, and
-//! unit tests record the scripts instead of running them.
+//! iproute2 behind a trait: the agent changes links, addresses, routes
+//! and forwarding entries by feeding `ip -batch` (or `bridge -batch`) a
+//! script, one process per namespace touched, and unit tests record the
+//! scripts instead of running them.
 
 use std::sync::Mutex;
 
@@ -8,12 +9,59 @@ use async_trait::async_trait;
 
 use super::NetworkError;
 
-/// One `ip -batch` run: the commands, in the namespace named (None: the
-/// agent's own).
+/// One `ip -batch` (or `bridge -batch`) run: the commands, in the
+/// namespace named (None: the agent's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpCommand {
+    pub tool: Tool,
     pub netns: Option<String>,
     pub script: Vec<String>,
+}
+
+/// Which iproute2 program runs a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Ip,
+    /// `bridge`: the forwarding database, which `ip` cannot change.
+    Bridge,
+}
+
+impl Tool {
+    fn program(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Bridge => "bridge",
+        }
+    }
+}
+
+impl IpCommand {
+    /// `ip` commands in the agent's own namespace.
+    pub fn host(script: Vec<String>) -> Self {
+        Self {
+            tool: Tool::Ip,
+            netns: None,
+            script,
+        }
+    }
+
+    /// `ip` commands in the namespace named.
+    pub fn in_netns(netns: &str, script: Vec<String>) -> Self {
+        Self {
+            tool: Tool::Ip,
+            netns: Some(netns.to_owned()),
+            script,
+        }
+    }
+
+    /// `bridge` commands in the agent's own namespace.
+    pub fn bridge(script: Vec<String>) -> Self {
+        Self {
+            tool: Tool::Bridge,
+            netns: None,
+            script,
+        }
+    }
 }
 
 #[async_trait]
@@ -21,7 +69,7 @@ pub trait IpRunner: Send + Sync + std::fmt::Debug {
     async fn run(&self, command: IpCommand) -> Result<(), NetworkError>;
 }
 
-/// The real `ip`, from iproute2.
+/// The real `ip` and `bridge`, from iproute2.
 #[derive(Debug, Default)]
 pub struct Iproute2;
 
@@ -34,11 +82,12 @@ impl IpRunner for Iproute2 {
         }
         args.extend(["-batch", "-"]);
         let script = command.script.join("\n") + "\n";
-        super::script::run("ip", &args, &script)
+        let program = command.tool.program();
+        super::script::run(program, &args, &script)
             .await?
             .map_err(|message| NetworkError::Ip {
                 args: format!(
-                    "{}-batch: {}",
+                    "{program} {}-batch: {}",
                     command
                         .netns
                         .as_ref()

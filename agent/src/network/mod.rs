@@ -1,6 +1,7 @@
 //! Pod networking on one node: the node bridge every pod is plugged into,
-//! an address per pod from the node's pod CIDR, and each pod's namespaces
-//! (network, IPC, UTS) that its containers join.
+//! an address per pod from the node's pod CIDR, each pod's namespaces
+//! (network, IPC, UTS) that its containers join, and the routes (direct or
+//! through the VXLAN overlay) to the other nodes' pods.
 
 mod bridge;
 mod ip;
@@ -10,16 +11,19 @@ mod namespaces;
 mod routes;
 mod sandbox;
 mod script;
+mod uplink;
+mod vxlan;
 
 use std::{io, net::Ipv4Addr, path::PathBuf};
 
 pub use bridge::{BRIDGE, NodeNetwork};
-pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp};
+pub use ip::{IpCommand, IpRunner, Iproute2, RecordingIp, Tool};
 pub use ipam::AddressPool;
 pub use masquerade::{Nft, Nftables, RecordingNft, masquerade};
 pub use namespaces::{PodNamespaces, pinned_network_namespaces};
-pub use routes::PodRoutes;
+pub use routes::{PodNetworkMode, PodRoutes};
 pub use sandbox::{PodSandboxes, Sandbox, Sandboxes};
+pub use uplink::Uplink;
 
 /// The cluster's pod network; every node's pod CIDR is a /24 of it.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -41,12 +45,14 @@ pub enum NetworkError {
         #[source]
         source: nix::Error,
     },
-    #[error("`ip {args}` failed: {message}")]
+    #[error("`{args}` failed: {message}")]
     Ip { args: String, message: String },
     #[error("nft refused the agent's rules: {0}")]
     Nft(String),
     #[error("pod CIDR {0} is not an IPv4 /24")]
     PodCidr(String),
+    #[error("no interface of this host holds the node's address {0}: give --node-ip one it has")]
+    NoUplink(Ipv4Addr),
     #[error("no address is free in {0}")]
     Exhausted(String),
 }
@@ -73,7 +79,7 @@ pub fn enable_forwarding() -> Result<(), NetworkError> {
 }
 
 /// A node's pod subnet: a /24, its first address the bridge's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodSubnet {
     network: Ipv4Addr,
 }

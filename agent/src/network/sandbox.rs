@@ -80,7 +80,10 @@ impl Sandboxes {
         ip: Ipv4Addr,
     ) -> Result<(), NetworkError> {
         let ip_runner = self.network.runner();
-        ip_runner.run(host_side(uid, &namespaces.netns)).await?;
+        let mtu = self.network.pod_mtu;
+        ip_runner
+            .run(host_side(uid, &namespaces.netns, mtu))
+            .await?;
         ip_runner
             .run(pod_side(
                 &namespaces.netns,
@@ -128,10 +131,10 @@ impl PodSandboxes for Sandboxes {
         let _ = self
             .network
             .runner()
-            .run(IpCommand {
-                netns: None,
-                script: vec![format!("link del {}", veth_name(uid))],
-            })
+            .run(IpCommand::host(vec![format!(
+                "link del {}",
+                veth_name(uid)
+            )]))
             .await;
         namespaces.remove();
         remove_dir(&self.dir.join(uid))?;
@@ -171,27 +174,26 @@ fn veth_name(uid: &str) -> String {
     format!("veth{hex}")
 }
 
-fn host_side(uid: &str, netns: &str) -> IpCommand {
+/// Both ends get the pod MTU: a veth drops what is larger than its
+/// peer's MTU, and the overlay needs room for its headers.
+fn host_side(uid: &str, netns: &str, mtu: u32) -> IpCommand {
     let veth = veth_name(uid);
-    IpCommand {
-        netns: None,
-        script: vec![
-            format!("link add name {veth} type veth peer name eth0 netns {netns}"),
-            format!("link set {veth} master {BRIDGE} up"),
-        ],
-    }
+    IpCommand::host(vec![
+        format!("link add name {veth} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {netns}"),
+        format!("link set {veth} master {BRIDGE} up"),
+    ])
 }
 
 fn pod_side(netns: &str, ip: Ipv4Addr, gateway: Ipv4Addr) -> IpCommand {
-    IpCommand {
-        netns: Some(netns.to_owned()),
-        script: vec![
+    IpCommand::in_netns(
+        netns,
+        vec![
             "link set lo up".to_owned(),
             format!("addr add {ip}/24 dev eth0"),
             "link set eth0 up".to_owned(),
             format!("route add default via {gateway} dev eth0"),
         ],
-    }
+    )
 }
 
 #[cfg(test)]
@@ -203,11 +205,11 @@ mod tests {
         let uid = "0b5c1a2e-9f3d-4c1b-8e7a-1234567890ab";
         assert_eq!(veth_name(uid), "veth0b5c1a2e9f3");
         assert!(veth_name(uid).len() <= 15);
-        let host = host_side(uid, "capstan-pod-x");
+        let host = host_side(uid, "capstan-pod-x", 1450);
         assert_eq!(
             host.script,
             vec![
-                "link add name veth0b5c1a2e9f3 type veth peer name eth0 netns capstan-pod-x",
+                "link add name veth0b5c1a2e9f3 mtu 1450 type veth peer name eth0 mtu 1450 netns capstan-pod-x",
                 "link set veth0b5c1a2e9f3 master capstan0 up",
             ]
         );
