@@ -24,8 +24,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use capstan_ebpf_common::{
-    AffinityKey, AffinityMatchKey, AffinityValue, Ipv4Endpoint, FrontendKey, FrontendStats,
-    FrontendValue, MAX_AFFINITY, MAX_AFFINITY_MATCH, MAX_BACKENDS, MAX_FRONTENDS, MAX_REVERSE,
+    AffinityKey, FrontendBackendKey, AffinityValue, Ipv4Endpoint, FrontendKey, FrontendStats,
+    FrontendValue, MAX_AFFINITY, MAX_AFFINITY_MATCH, MAX_BACKEND_STATS, MAX_BACKENDS,
+    MAX_FRONTENDS, MAX_REVERSE,
     MAX_SLOTS, ReverseKey, SCOPE_CLUSTER, SlotKey,
 };
 
@@ -56,7 +57,7 @@ static REVERSE: LruHashMap<ReverseKey, Ipv4Endpoint> = LruHashMap::pinned(MAX_RE
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
 
 #[map(name = "AFFINITY_MATCH")]
-static AFFINITY_MATCH: HashMap<AffinityMatchKey, u32> =
+static AFFINITY_MATCH: HashMap<FrontendBackendKey, u32> =
     HashMap::pinned(MAX_AFFINITY_MATCH, BPF_F_NO_PREALLOC);
 
 /// Per CPU, so counting needs no atomics; entries are allocated as
@@ -64,6 +65,12 @@ static AFFINITY_MATCH: HashMap<AffinityMatchKey, u32> =
 #[map(name = "STATS")]
 static STATS: PerCpuHashMap<u32, FrontendStats> =
     PerCpuHashMap::pinned(MAX_FRONTENDS, BPF_F_NO_PREALLOC);
+
+/// As STATS, one count per backend of each frontend; the agent deletes a
+/// count when its backend leaves the frontend.
+#[map(name = "BACKEND_STATS")]
+static BACKEND_STATS: PerCpuHashMap<FrontendBackendKey, u64> =
+    PerCpuHashMap::pinned(MAX_BACKEND_STATS, BPF_F_NO_PREALLOC);
 
 /// Why a socket call was not sent on to a backend.
 enum Miss {
@@ -137,6 +144,10 @@ fn try_translate(ctx: &SockAddrContext) -> Result<(), Miss> {
     sock_addr.user_ip4 = backend.address;
     sock_addr.user_port = u32::from(backend.port);
     count(frontend.id, |stats| &mut stats.translated);
+    count_backend(FrontendBackendKey {
+        frontend: frontend.id,
+        backend: backend_id,
+    });
 
     // SAFETY: as above.
     let cookie = unsafe { bpf_get_socket_cookie(raw) };
@@ -186,7 +197,7 @@ fn remembered(frontend: &FrontendValue, netns: u64) -> Option<(u32, Ipv4Endpoint
     if now.saturating_sub(last.last_used_ns) > timeout {
         return None;
     }
-    let serving = AffinityMatchKey {
+    let serving = FrontendBackendKey {
         frontend: frontend.id,
         backend: last.backend,
     };
@@ -209,6 +220,16 @@ fn count(id: u32, counter: impl Fn(&mut FrontendStats) -> &mut u64) {
     let mut first = FrontendStats::default();
     *counter(&mut first) = 1;
     let _ = STATS.insert(&id, &first, 0);
+}
+
+/// Adds one to what `key`'s backend got from its frontend on this CPU.
+fn count_backend(key: FrontendBackendKey) {
+    if let Some(count) = BACKEND_STATS.get_ptr_mut(&key) {
+        // SAFETY: as in `count`.
+        unsafe { *count += 1 };
+        return;
+    }
+    let _ = BACKEND_STATS.insert(&key, &1, 0);
 }
 
 /// Shows the frontend instead of the backend the socket was sent to.

@@ -263,9 +263,17 @@ spec:
             .split_whitespace()
             .collect();
         let translated: u64 = row[4].parse()?;
+        let per_backend: Vec<u64> = row[7]
+            .split(',')
+            .filter_map(|b| b.rsplit_once('=')?.1.parse().ok())
+            .collect();
         anyhow::ensure!(
-            row[1] == "TCP" && translated >= 300 && row[7].split(',').count() == 3,
-            "{table}"
+            row[1] == "TCP"
+                && translated >= 300
+                && per_backend.len() == 3
+                && per_backend.iter().all(|&n| n > 0)
+                && per_backend.iter().sum::<u64>() == translated,
+            "every backend counted, the counts adding up to the frontend's: {table}"
         );
 
         // A host process of node 3 (not in a pod) is balanced too.

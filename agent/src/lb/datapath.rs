@@ -20,9 +20,9 @@ use aya::{
     },
 };
 use capstan_ebpf_common::{
-    AFFINITY_MATCH_MAP, BACKENDS_MAP, CONNECT4_PROGRAM, FRONTENDS_MAP, GETPEERNAME4_PROGRAM,
-    Ipv4Endpoint, RECVMSG4_PROGRAM, REVERSE_MAP, ReverseKey, SENDMSG4_PROGRAM, SLOTS_MAP,
-    STATS_MAP,
+    AFFINITY_MATCH_MAP, BACKEND_STATS_MAP, BACKENDS_MAP, CONNECT4_PROGRAM, FRONTENDS_MAP,
+    GETPEERNAME4_PROGRAM, Ipv4Endpoint, RECVMSG4_PROGRAM, REVERSE_MAP, ReverseKey,
+    SENDMSG4_PROGRAM, SLOTS_MAP, STATS_MAP,
 };
 
 use super::maps::BpfLbMaps;
@@ -188,6 +188,7 @@ impl Datapath {
             backends: HashMap::try_from(take(BACKENDS_MAP)?)?,
             affinity_matches: HashMap::try_from(take(AFFINITY_MATCH_MAP)?)?,
             stats: PerCpuHashMap::try_from(take(STATS_MAP)?)?,
+            backend_stats: PerCpuHashMap::try_from(take(BACKEND_STATS_MAP)?)?,
         })
     }
 

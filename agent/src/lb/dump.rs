@@ -1,14 +1,14 @@
 //! `capstan-agent lb dump`: the programmed datapath as a table, read from
 //! the pinned maps alone, so it works while the agent is down too. One row
-//! per frontend with its backends and what the programs counted, then how
-//! full each map is.
+//! per frontend with what the programs counted and its backends, each with
+//! the count it got (`address=count`), then how full each map is.
 
 use std::{fmt::Write as _, net::SocketAddrV4, path::Path};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 use capstan_ebpf_common::{
-    AFFINITY_MATCH_MAP, BACKENDS_MAP, FRONTENDS_MAP, MAX_BACKENDS, MAX_FRONTENDS, MAX_SLOTS,
-    SLOTS_MAP, STATS_MAP, SlotKey,
+    AFFINITY_MATCH_MAP, BACKEND_STATS_MAP, BACKENDS_MAP, FRONTENDS_MAP, FrontendBackendKey,
+    MAX_BACKEND_STATS, MAX_BACKENDS, MAX_FRONTENDS, MAX_SLOTS, SLOTS_MAP, STATS_MAP, SlotKey,
 };
 
 use super::{
@@ -31,6 +31,7 @@ pub fn dump(pin_dir: &Path) -> Result<String, DatapathError> {
         backends: HashMap::try_from(Map::HashMap(open(BACKENDS_MAP)?))?,
         affinity_matches: HashMap::try_from(Map::HashMap(open(AFFINITY_MATCH_MAP)?))?,
         stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(open(STATS_MAP)?))?,
+        backend_stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(open(BACKEND_STATS_MAP)?))?,
     };
     let contents = maps.contents().map_err(|err| DatapathError::Pinned {
         path: pin_dir.to_owned(),
@@ -52,7 +53,11 @@ pub fn dump(pin_dir: &Path) -> Result<String, DatapathError> {
                     .slots
                     .get(&SlotKey::new(value.id, value.revision, slot))?;
                 let backend = contents.backends.get(id)?;
-                Some(BackendAddr::from_value(backend).0.to_string())
+                let got = maps.backend_stats(&FrontendBackendKey {
+                    frontend: value.id,
+                    backend: *id,
+                });
+                Some(format!("{}={got}", BackendAddr::from_value(backend).0))
             })
             .collect();
         let stats = maps.stats(value.id);
@@ -79,10 +84,12 @@ pub fn dump(pin_dir: &Path) -> Result<String, DatapathError> {
     }
     let _ = writeln!(
         out,
-        "\nmaps: frontends {}/{MAX_FRONTENDS}, slots {}/{MAX_SLOTS}, backends {}/{MAX_BACKENDS}",
+        "\nmaps: frontends {}/{MAX_FRONTENDS}, slots {}/{MAX_SLOTS}, backends {}/{MAX_BACKENDS}, \
+         backend counts {}/{MAX_BACKEND_STATS}",
         contents.frontends.len(),
         contents.slots.len(),
-        contents.backends.len()
+        contents.backends.len(),
+        contents.backend_stats.len()
     );
     Ok(out)
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap};
 use capstan_ebpf_common::{
-    AFFINITY_MATCH_MAP, AffinityMatchKey, BACKENDS_MAP, FRONTENDS_MAP, FrontendKey, FrontendStats,
-    FrontendValue, Ipv4Endpoint, SLOTS_MAP, STATS_MAP, SlotKey,
+    AFFINITY_MATCH_MAP, BACKEND_STATS_MAP, BACKENDS_MAP, FRONTENDS_MAP, FrontendBackendKey,
+    FrontendKey, FrontendStats, FrontendValue, Ipv4Endpoint, SLOTS_MAP, STATS_MAP, SlotKey,
 };
 
 /// A map operation the kernel refused.
@@ -23,7 +23,9 @@ pub struct MapContents {
     pub frontends: BTreeMap<FrontendKey, FrontendValue>,
     pub slots: BTreeMap<SlotKey, u32>,
     pub backends: BTreeMap<u32, Ipv4Endpoint>,
-    pub affinity_matches: BTreeSet<AffinityMatchKey>,
+    pub affinity_matches: BTreeSet<FrontendBackendKey>,
+    /// The backends of frontends that have a count.
+    pub backend_stats: BTreeSet<FrontendBackendKey>,
 }
 
 /// The maps the service table writes.
@@ -34,11 +36,14 @@ pub trait LbMaps {
     fn remove_slot(&mut self, key: &SlotKey) -> Result<(), LbMapError>;
     fn set_backend(&mut self, id: u32, backend: Ipv4Endpoint) -> Result<(), LbMapError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), LbMapError>;
-    fn set_affinity_match(&mut self, key: AffinityMatchKey) -> Result<(), LbMapError>;
-    fn remove_affinity_match(&mut self, key: &AffinityMatchKey) -> Result<(), LbMapError>;
+    fn set_affinity_match(&mut self, key: FrontendBackendKey) -> Result<(), LbMapError>;
+    fn remove_affinity_match(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError>;
     fn remove_stats(&mut self, frontend: u32) -> Result<(), LbMapError>;
     /// What the programs counted for `frontend`.
     fn stats(&self, frontend: u32) -> FrontendStats;
+    fn remove_backend_stats(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError>;
+    /// The connects and datagrams a frontend sent to one of its backends.
+    fn backend_stats(&self, key: &FrontendBackendKey) -> u64;
     fn contents(&self) -> Result<MapContents, LbMapError>;
 }
 
@@ -47,8 +52,9 @@ pub struct BpfLbMaps {
     pub(super) frontends: BpfHashMap<MapData, FrontendKey, FrontendValue>,
     pub(super) slots: BpfHashMap<MapData, SlotKey, u32>,
     pub(super) backends: BpfHashMap<MapData, u32, Ipv4Endpoint>,
-    pub(super) affinity_matches: BpfHashMap<MapData, AffinityMatchKey, u32>,
+    pub(super) affinity_matches: BpfHashMap<MapData, FrontendBackendKey, u32>,
     pub(super) stats: PerCpuHashMap<MapData, u32, FrontendStats>,
+    pub(super) backend_stats: PerCpuHashMap<MapData, FrontendBackendKey, u64>,
 }
 
 impl std::fmt::Debug for BpfLbMaps {
@@ -114,13 +120,13 @@ impl LbMaps for BpfLbMaps {
         removed(self.backends.remove(&id), BACKENDS_MAP)
     }
 
-    fn set_affinity_match(&mut self, key: AffinityMatchKey) -> Result<(), LbMapError> {
+    fn set_affinity_match(&mut self, key: FrontendBackendKey) -> Result<(), LbMapError> {
         self.affinity_matches
             .insert(key, 1, 0)
             .map_err(map_error(AFFINITY_MATCH_MAP))
     }
 
-    fn remove_affinity_match(&mut self, key: &AffinityMatchKey) -> Result<(), LbMapError> {
+    fn remove_affinity_match(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError> {
         removed(self.affinity_matches.remove(key), AFFINITY_MATCH_MAP)
     }
 
@@ -140,6 +146,16 @@ impl LbMaps for BpfLbMaps {
             })
     }
 
+    fn remove_backend_stats(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError> {
+        removed(self.backend_stats.remove(key), BACKEND_STATS_MAP)
+    }
+
+    fn backend_stats(&self, key: &FrontendBackendKey) -> u64 {
+        self.backend_stats
+            .get(key, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
     fn contents(&self) -> Result<MapContents, LbMapError> {
         Ok(MapContents {
             frontends: read_all(&self.frontends, FRONTENDS_MAP)?,
@@ -148,6 +164,11 @@ impl LbMaps for BpfLbMaps {
             affinity_matches: read_all(&self.affinity_matches, AFFINITY_MATCH_MAP)?
                 .into_keys()
                 .collect(),
+            backend_stats: self
+                .backend_stats
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(BACKEND_STATS_MAP))?,
         })
     }
 }
@@ -159,6 +180,7 @@ pub struct RecordingMaps {
     /// Refuse slots beyond this many, as a full kernel map does.
     pub slot_capacity: Option<usize>,
     pub stats: HashMap<u32, FrontendStats>,
+    pub backend_stats: BTreeMap<FrontendBackendKey, u64>,
     pub log: Vec<String>,
 }
 
@@ -218,14 +240,14 @@ impl LbMaps for RecordingMaps {
         Ok(())
     }
 
-    fn set_affinity_match(&mut self, key: AffinityMatchKey) -> Result<(), LbMapError> {
+    fn set_affinity_match(&mut self, key: FrontendBackendKey) -> Result<(), LbMapError> {
         self.log
             .push(format!("set match {}/{}", key.frontend, key.backend));
         self.contents.affinity_matches.insert(key);
         Ok(())
     }
 
-    fn remove_affinity_match(&mut self, key: &AffinityMatchKey) -> Result<(), LbMapError> {
+    fn remove_affinity_match(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError> {
         self.log
             .push(format!("remove match {}/{}", key.frontend, key.backend));
         self.contents.affinity_matches.remove(key);
@@ -241,7 +263,19 @@ impl LbMaps for RecordingMaps {
         self.stats.get(&frontend).copied().unwrap_or_default()
     }
 
+    fn remove_backend_stats(&mut self, key: &FrontendBackendKey) -> Result<(), LbMapError> {
+        self.backend_stats.remove(key);
+        Ok(())
+    }
+
+    fn backend_stats(&self, key: &FrontendBackendKey) -> u64 {
+        self.backend_stats.get(key).copied().unwrap_or_default()
+    }
+
     fn contents(&self) -> Result<MapContents, LbMapError> {
-        Ok(self.contents.clone())
+        Ok(MapContents {
+            backend_stats: self.backend_stats.keys().copied().collect(),
+            ..self.contents.clone()
+        })
     }
 }

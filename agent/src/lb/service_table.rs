@@ -14,7 +14,7 @@ use std::{
 };
 
 use capstan_ebpf_common::{
-    AffinityMatchKey, FrontendKey, FrontendValue, Ipv4Endpoint, PROTO_TCP, PROTO_UDP,
+    FrontendBackendKey, FrontendKey, FrontendValue, Ipv4Endpoint, PROTO_TCP, PROTO_UDP,
     SCOPE_CLUSTER, SlotKey,
 };
 
@@ -161,6 +161,7 @@ impl<M: LbMaps> ServiceTable<M> {
             slots,
             backends,
             affinity_matches,
+            backend_stats,
         } = maps.contents()?;
         let mut table = Self {
             maps,
@@ -172,6 +173,7 @@ impl<M: LbMaps> ServiceTable<M> {
         };
         let mut kept_slots = BTreeSet::new();
         let mut kept_matches = BTreeSet::new();
+        let mut kept_counts = BTreeSet::new();
         let mut foreign = Vec::new();
         for (key, value) in &frontends {
             let Some(frontend) = Frontend::from_key(key) else {
@@ -191,11 +193,9 @@ impl<M: LbMaps> ServiceTable<M> {
                 kept_slots.insert(slot_key);
                 ids.push(id);
             }
+            kept_counts.extend(pairs(value.id, &ids));
             if value.affinity_timeout_secs > 0 {
-                kept_matches.extend(ids.iter().map(|&backend| AffinityMatchKey {
-                    frontend: value.id,
-                    backend,
-                }));
+                kept_matches.extend(pairs(value.id, &ids));
             }
             table.ids.adopt(value.id);
             table.frontends.insert(
@@ -222,6 +222,9 @@ impl<M: LbMaps> ServiceTable<M> {
             .filter(|k| !kept_matches.contains(k))
         {
             table.maps.remove_affinity_match(key)?;
+        }
+        for key in backend_stats.difference(&kept_counts) {
+            table.maps.remove_backend_stats(key)?;
         }
         // A frontend whose slots were cut short is rewritten whole by the
         // next `set`, which finds its backends differ.
@@ -275,10 +278,10 @@ impl<M: LbMaps> ServiceTable<M> {
         let old_matches = old
             .as_ref()
             .filter(|o| o.affinity_timeout_secs > 0)
-            .map(|o| matches(id, &o.backends))
+            .map(|o| pairs(id, &o.backends))
             .unwrap_or_default();
         let new_matches = if spec.affinity_timeout_secs > 0 {
-            matches(id, &ids)
+            pairs(id, &ids)
         } else {
             BTreeSet::new()
         };
@@ -306,6 +309,10 @@ impl<M: LbMaps> ServiceTable<M> {
             self.maps.remove_affinity_match(key)?;
         }
         if let Some(old) = old.as_ref().filter(|o| o.revision != revision) {
+            // A backend that stays keeps its id, and so its count.
+            for key in pairs(id, &old.backends).difference(&pairs(id, &ids)) {
+                self.maps.remove_backend_stats(key)?;
+            }
             for slot in 1..=old.backends.len() as u16 {
                 self.maps
                     .remove_slot(&SlotKey::new(id, old.revision, slot))?;
@@ -335,10 +342,11 @@ impl<M: LbMaps> ServiceTable<M> {
             self.maps
                 .remove_slot(&SlotKey::new(old.id, old.revision, slot))?;
         }
-        if old.affinity_timeout_secs > 0 {
-            for key in matches(old.id, &old.backends) {
+        for key in pairs(old.id, &old.backends) {
+            if old.affinity_timeout_secs > 0 {
                 self.maps.remove_affinity_match(&key)?;
             }
+            self.maps.remove_backend_stats(&key)?;
         }
         self.maps.remove_stats(old.id)?;
         self.release(&old.backends)?;
@@ -428,10 +436,11 @@ impl<M: LbMaps> ServiceTable<M> {
     }
 }
 
-fn matches(frontend: u32, backends: &[u32]) -> BTreeSet<AffinityMatchKey> {
+/// `frontend` paired with each of `backends`.
+fn pairs(frontend: u32, backends: &[u32]) -> BTreeSet<FrontendBackendKey> {
     backends
         .iter()
-        .map(|&backend| AffinityMatchKey { frontend, backend })
+        .map(|&backend| FrontendBackendKey { frontend, backend })
         .collect()
 }
 

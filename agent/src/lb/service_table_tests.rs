@@ -126,7 +126,7 @@ fn affinity_matches_follow_the_backend_set() {
     let backend_2 = table.programmed(&frontend()).unwrap().0.backends[0];
     assert_eq!(
         table.maps.contents.affinity_matches,
-        BTreeSet::from([AffinityMatchKey {
+        BTreeSet::from([FrontendBackendKey {
             frontend: 1,
             backend: backend_2
         }])
@@ -141,6 +141,37 @@ fn affinity_matches_follow_the_backend_set() {
         "turning affinity off keeps the slots: {:?}",
         table.maps.log
     );
+}
+
+#[test]
+fn backend_counts_go_with_their_backend_and_their_frontend() {
+    let mut table = table();
+    table.set(frontend(), &spec(&[1, 2])).unwrap();
+    let ids = table.programmed(&frontend()).unwrap().0.backends.clone();
+    let pair = |backend| FrontendBackendKey {
+        frontend: 1,
+        backend,
+    };
+    // The programs counted connects to both; a stray count is left by an
+    // agent killed before it removed it.
+    table.maps.backend_stats.insert(pair(ids[0]), 7);
+    table.maps.backend_stats.insert(pair(ids[1]), 5);
+    table.maps.backend_stats.insert(pair(99), 1);
+    let mut table = ServiceTable::adopt(table.maps, 100).unwrap();
+    assert_eq!(
+        table.maps.backend_stats,
+        BTreeMap::from([(pair(ids[0]), 7), (pair(ids[1]), 5)]),
+        "adoption keeps the counts of programmed backends only"
+    );
+
+    table.set(frontend(), &spec(&[2, 3])).unwrap();
+    assert_eq!(
+        table.maps.backend_stats,
+        BTreeMap::from([(pair(ids[1]), 5)]),
+        "backend 2 kept its id and its count; backend 1's went with it"
+    );
+    table.remove(frontend()).unwrap();
+    assert!(table.maps.backend_stats.is_empty());
 }
 
 #[test]

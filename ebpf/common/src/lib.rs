@@ -26,11 +26,14 @@ pub const BACKENDS_MAP: &str = "BACKENDS";
 pub const REVERSE_MAP: &str = "REVERSE";
 /// LRU map from [`AffinityKey`] to [`AffinityValue`].
 pub const AFFINITY_MAP: &str = "AFFINITY";
-/// Map from [`AffinityMatchKey`] to 1: the backends of each frontend with
+/// Map from [`FrontendBackendKey`] to 1: the backends of each frontend with
 /// session affinity, so a remembered backend that left is not reused.
 pub const AFFINITY_MATCH_MAP: &str = "AFFINITY_MATCH";
 /// Map from frontend id to [`FrontendStats`].
 pub const STATS_MAP: &str = "STATS";
+/// Per-CPU map from [`FrontendBackendKey`] to the connects and datagrams
+/// that frontend sent to that backend.
+pub const BACKEND_STATS_MAP: &str = "BACKEND_STATS";
 
 /// The programs, by the names the loader finds them under.
 pub const CONNECT4_PROGRAM: &str = "capstan_connect4";
@@ -51,6 +54,9 @@ pub const MAX_REVERSE: u32 = 262_144;
 pub const MAX_AFFINITY: u32 = 65_536;
 /// Capacity of [`AFFINITY_MATCH_MAP`].
 pub const MAX_AFFINITY_MATCH: u32 = 131_072;
+/// Capacity of [`BACKEND_STATS_MAP`]: a count for every backend of every
+/// frontend, as many as one revision of all the slots.
+pub const MAX_BACKEND_STATS: u32 = MAX_SLOTS / 2;
 
 /// IP protocol numbers as the kernel reports them in `bpf_sock_addr.protocol`.
 pub const PROTO_TCP: u8 = 6;
@@ -219,14 +225,15 @@ impl AffinityValue {
     }
 }
 
-/// Backend `backend` currently serves frontend `frontend`.
+/// Backend `backend` of frontend `frontend`: in [`AFFINITY_MATCH_MAP`],
+/// that it currently serves it; in [`BACKEND_STATS_MAP`], what it got.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AffinityMatchKey {
+pub struct FrontendBackendKey {
     pub frontend: u32,
     pub backend: u32,
 }
-const _: () = assert!(size_of::<AffinityMatchKey>() == 8);
+const _: () = assert!(size_of::<FrontendBackendKey>() == 8);
 
 /// What the programs counted for one frontend since it was created.
 #[repr(C)]
@@ -250,6 +257,6 @@ mod user {
     unsafe impl aya::Pod for super::ReverseKey {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
-    unsafe impl aya::Pod for super::AffinityMatchKey {}
+    unsafe impl aya::Pod for super::FrontendBackendKey {}
     unsafe impl aya::Pod for super::FrontendStats {}
 }
