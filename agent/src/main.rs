@@ -59,6 +59,10 @@ struct Args {
     /// host's subnet, VXLAN to the others), host-gw or vxlan.
     #[arg(long, default_value = "auto")]
     pod_network: capstan_agent::network::PodNetworkMode,
+    /// Also destroy TCP connections translated to a Service backend that
+    /// left (connected UDP sockets always are): their peers get a reset.
+    #[arg(long)]
+    destroy_stale_tcp: bool,
     /// A bpf filesystem mount; the datapath pins its maps in a directory below it.
     #[arg(long, default_value = "/sys/fs/bpf")]
     bpffs: PathBuf,
@@ -157,6 +161,7 @@ async fn run() -> anyhow::Result<()> {
         cgroup_root: args.cgroup_root,
         service_cgroup: args.service_cgroup,
         pod_network: args.pod_network,
+        destroy_stale_tcp: args.destroy_stale_tcp,
         bpffs: args.bpffs,
         netns_prefix: args.netns_prefix,
         port: args.port,

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub service_cgroup: String,
     /// How pods reach other nodes' pods.
     pub pod_network: PodNetworkMode,
+    /// Whether TCP connections translated to a backend that left are
+    /// destroyed too (connected UDP sockets always are).
+    pub destroy_stale_tcp: bool,
     /// A bpf filesystem mount for the datapath's pins.
     pub bpffs: PathBuf,
     pub netns_prefix: String,
@@ -239,7 +242,11 @@ pub async fn run_until(
         .run(routes_stopped),
     );
     let table = lb::ServiceTable::adopt(datapath.take_maps()?, capstan_ebpf_common::MAX_FRONTENDS)?;
-    let reaper = lb::NetlinkReaper::new(datapath.take_reverse_map()?, config.netns_prefix.clone());
+    let reaper = lb::NetlinkReaper::new(
+        datapath.take_reverse_map()?,
+        config.netns_prefix.clone(),
+        config.destroy_stale_tcp,
+    );
     let balancer = tokio::spawn(
         lb::Balancer::new(
             config.node_name.clone(),

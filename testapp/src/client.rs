@@ -24,17 +24,31 @@ pub fn dns_lookup(name: &str) -> anyhow::Result<()> {
 }
 
 /// Prints `peer=<address the socket is connected to>` and `reply=<line>`.
-pub fn connect(address: SocketAddr, send: &str, timeout: Duration) -> anyhow::Result<()> {
+/// With `hold`, the connection is then kept open until it ends, and how it
+/// ended is printed: `closed=eof` or `closed=error: <why>`.
+pub fn connect(
+    address: SocketAddr,
+    send: &str,
+    timeout: Duration,
+    hold: bool,
+) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect_timeout(&address, timeout)
         .with_context(|| format!("connecting to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
     println!("peer={}", stream.peer_addr()?);
     writeln!(stream, "{send}")?;
+    let mut reader = BufReader::new(stream);
     let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .context("reading the reply")?;
+    reader.read_line(&mut reply).context("reading the reply")?;
     println!("reply={}", reply.trim_end());
+    if hold {
+        reader.get_ref().set_read_timeout(None)?;
+        let mut rest = Vec::new();
+        match reader.read_to_end(&mut rest) {
+            Ok(_) => println!("closed=eof"),
+            Err(err) => println!("closed=error: {err}"),
+        }
+    }
     Ok(())
 }
 

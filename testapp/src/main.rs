@@ -31,6 +31,9 @@ enum Command {
         send: String,
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
+        /// Then keep the connection until it ends; print how it did.
+        #[arg(long)]
+        hold: bool,
     },
     /// HTTP GET `path` from `address` `count` times, a new connection each
     /// time; prints each response's body (or `error=<why>`) on a line.
@@ -70,7 +73,13 @@ fn main() -> anyhow::Result<()> {
             address,
             send,
             timeout_secs,
-        } => client::connect(address, &send, std::time::Duration::from_secs(timeout_secs)),
+            hold,
+        } => client::connect(
+            address,
+            &send,
+            std::time::Duration::from_secs(timeout_secs),
+            hold,
+        ),
         Command::Get {
             address,
             path,

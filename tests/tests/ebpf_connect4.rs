@@ -2,7 +2,8 @@
 //! sends that cgroup's connects and datagrams to a service address on to
 //! a backend and shows the service address as the peer and the source of
 //! replies, refuses connects to a service with no backend, leaves other
-//! processes alone, and stops when detached.
+//! processes alone, and stops when detached. TCP connections translated to
+//! a backend that left are destroyed when the reaper is told to.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -18,12 +19,12 @@ use std::{
 use capstan_agent::{
     cgroup::Hierarchies,
     lb::{
-        BackendAddr, BpfLbMaps, Datapath, Frontend, FrontendSpec, PIN_DIR, Protocol, ServiceTable,
-        mount_bpffs,
+        BackendAddr, BpfLbMaps, Datapath, Frontend, FrontendSpec, NetlinkReaper, PIN_DIR, Protocol,
+        ServiceTable, SocketReaper, mount_bpffs,
     },
 };
 use capstan_ebpf_common::{
-    CONNECT4_PROGRAM, GETPEERNAME4_PROGRAM, RECVMSG4_PROGRAM, SENDMSG4_PROGRAM,
+    CONNECT4_PROGRAM, GETPEERNAME4_PROGRAM, RECVMSG4_PROGRAM, REVERSE_MAP, SENDMSG4_PROGRAM,
 };
 use capstan_tests::{TestHost, TestNet, artifacts};
 
@@ -243,4 +244,122 @@ fn udp_datagrams_reach_backends_and_replies_come_from_the_service() {
             .all(|r| r.starts_with("from=10.96.0.10:53 reply=port 535")),
         "{connected}"
     );
+}
+
+/// A backend on `host` that answers a line with its address and then
+/// keeps each connection open until the test ends.
+fn holding_backend(host: &TestHost, port: u16) {
+    let address = SocketAddr::from((host.address(), port));
+    let listener = host
+        .netns()
+        .run(move || TcpListener::bind(address))
+        .unwrap()
+        .unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_ok() {
+                let _ = writeln!(stream, "{port} got {}", line.trim());
+            }
+            held.push(stream);
+        }
+    });
+}
+
+/// `testapp connect <address> --hold` from `host` in `cgroup`: its output
+/// lines as they come. The client is killed when the receiver's user drops
+/// the returned child.
+fn held_connection(
+    host: &TestHost,
+    cgroup: &str,
+    address: &str,
+) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = host
+        .command_in_cgroup(artifacts::testapp().unwrap(), cgroup)
+        .unwrap()
+        .args(["connect", address, "--send", "ping", "--hold"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(5);
+    for expected in ["peer=", "reply="] {
+        let line = received.recv_timeout(wait).unwrap();
+        assert!(line.starts_with(expected), "{address}: {line}");
+    }
+    (child, received)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn tcp_connections_to_a_removed_backend_are_destroyed_only_when_asked() {
+    let net = TestNet::new(2).unwrap();
+    let (client, server) = (net.host(1), net.host(2));
+    holding_backend(server, 8080);
+    holding_backend(server, 8081);
+    let (mut datapath, mut services, cgroup) = attached(&net, "lb-tcp-reaped");
+    let frontend = Frontend::new(SERVICE_IP, 80, Protocol::Tcp);
+    let leaving = BackendAddr(SocketAddrV4::new(server.address(), 8080));
+    let staying = BackendAddr(SocketAddrV4::new(server.address(), 8081));
+    services.set(frontend, &spec(&[leaving])).unwrap();
+    let (mut through_service, to_leaving) = held_connection(client, &cgroup, SERVICE);
+    let (mut direct, to_pod) = held_connection(client, &cgroup, "198.18.0.2:8080");
+    services.set(frontend, &spec(&[staying])).unwrap();
+    let (mut through_new, to_staying) = held_connection(client, &cgroup, SERVICE);
+    let gone = services.take_released();
+    assert_eq!(gone, [leaving]);
+
+    // The agent's default reaps connected UDP only: TCP stays up.
+    let reverse = datapath.take_reverse_map().unwrap();
+    let mut udp_only = NetlinkReaper::new(reverse, client.netns().name().to_owned(), false);
+    udp_only.reap(&gone);
+    let quiet = std::time::Duration::from_millis(500);
+    assert!(
+        to_leaving.recv_timeout(quiet).is_err(),
+        "TCP reaped by default"
+    );
+
+    // --destroy-stale-tcp: the connection the datapath sent to the backend
+    // that left is aborted at once; one to the backend that stays, and
+    // one made to the backend's own address, are not.
+    let pinned = net
+        .instance()
+        .run_dir("bpffs")
+        .join(PIN_DIR)
+        .join(REVERSE_MAP);
+    let reverse = aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(
+        aya::maps::MapData::from_pin(&pinned).unwrap(),
+    ))
+    .unwrap();
+    let mut with_tcp = NetlinkReaper::new(reverse, client.netns().name().to_owned(), true);
+    with_tcp.reap(&gone);
+    let closed = to_leaving
+        .recv_timeout(std::time::Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        closed.starts_with("closed=error") && closed.contains("abort"),
+        "{closed}"
+    );
+    assert!(
+        to_staying.recv_timeout(quiet).is_err(),
+        "a live backend's connection reaped"
+    );
+    assert!(
+        to_pod.recv_timeout(quiet).is_err(),
+        "a direct connection reaped"
+    );
+    for child in [&mut through_service, &mut direct, &mut through_new] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

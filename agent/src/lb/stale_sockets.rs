@@ -3,7 +3,10 @@
 //! to nothing forever (Cilium's users still meet this with DNS clients).
 //! When a backend leaves the datapath, the sockets translated to it are
 //! destroyed (netlink SOCK_DESTROY, as `ss -K` does): the application
-//! sees ECONNABORTED at once and connects again, to a live backend.
+//! sees ECONNABORTED at once and connects again, to a live backend. TCP
+//! connections are destroyed too when the agent is told to
+//! (`--destroy-stale-tcp`): the peer gets a reset, and a client blocked on
+//! a backend that vanished without one stops waiting for it.
 //!
 //! Only sockets the datapath translated are touched: one whose entry in
 //! the reverse map (its cookie, its network namespace's cookie, the
@@ -20,7 +23,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData};
-use capstan_ebpf_common::{Ipv4Endpoint, PROTO_UDP, ReverseKey};
+use capstan_ebpf_common::{Ipv4Endpoint, PROTO_TCP, PROTO_UDP, ReverseKey};
 
 use super::service_table::BackendAddr;
 
@@ -66,21 +69,35 @@ pub struct NetlinkReaper {
     reverse: HashMap<MapData, ReverseKey, Ipv4Endpoint>,
     /// Pod network namespaces are pinned as /run/netns/<prefix><uid>.
     netns_prefix: String,
+    /// The IP protocols whose sockets are destroyed: UDP, and TCP if asked.
+    protocols: Vec<u8>,
 }
 
 impl std::fmt::Debug for NetlinkReaper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetlinkReaper")
             .field("netns_prefix", &self.netns_prefix)
+            .field("protocols", &self.protocols)
             .finish_non_exhaustive()
     }
 }
 
 impl NetlinkReaper {
-    pub fn new(reverse: HashMap<MapData, ReverseKey, Ipv4Endpoint>, netns_prefix: String) -> Self {
+    /// A reaper of connected UDP sockets, and of TCP ones if `tcp`, in the
+    /// agent's namespace and those pinned under `netns_prefix`.
+    pub fn new(
+        reverse: HashMap<MapData, ReverseKey, Ipv4Endpoint>,
+        netns_prefix: String,
+        tcp: bool,
+    ) -> Self {
+        let mut protocols = vec![PROTO_UDP];
+        if tcp {
+            protocols.push(PROTO_TCP);
+        }
         Self {
             reverse,
             netns_prefix,
+            protocols,
         }
     }
 
@@ -99,7 +116,11 @@ impl NetlinkReaper {
         let diag = SockDiag::open_in(netns)?;
         let netns_cookie = diag.netns_cookie()?;
         let mut destroyed = 0;
-        for socket in diag.udp_sockets()? {
+        let mut sockets = Vec::new();
+        for &protocol in &self.protocols {
+            sockets.extend(diag.sockets(protocol)?);
+        }
+        for socket in sockets {
             let peer = BackendAddr(std::net::SocketAddrV4::new(
                 std::net::Ipv4Addr::from(u32::from_be(socket.dst)),
                 u16::from_be(socket.dport),
@@ -189,8 +210,9 @@ struct Message {
 const _: () = assert!(size_of::<SockId>() == 48);
 const _: () = assert!(size_of::<Message>() == 16 + 56);
 
-/// One IPv4 UDP socket as the kernel lists it.
-struct UdpSocket {
+/// One IPv4 socket as the kernel lists it.
+struct DiagSocket {
+    protocol: u8,
     id: SockId,
     dst: u32,
     dport: u16,
@@ -283,7 +305,7 @@ impl SockDiag {
         Ok(got as usize)
     }
 
-    fn request(kind: u16, flags: u16, id: SockId) -> Message {
+    fn request(kind: u16, flags: u16, protocol: u8, id: SockId) -> Message {
         Message {
             len: size_of::<Message>() as u32,
             kind,
@@ -292,7 +314,7 @@ impl SockDiag {
             pid: 0,
             request: DiagRequest {
                 family: libc::AF_INET as u8,
-                protocol: PROTO_UDP,
+                protocol,
                 states: u32::MAX,
                 id,
                 ..DiagRequest::default()
@@ -300,12 +322,13 @@ impl SockDiag {
         }
     }
 
-    /// Every IPv4 UDP socket of the namespace.
-    fn udp_sockets(&self) -> io::Result<Vec<UdpSocket>> {
+    /// Every IPv4 socket of `protocol` in the namespace.
+    fn sockets(&self, protocol: u8) -> io::Result<Vec<DiagSocket>> {
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
         self.send(&Self::request(
             SOCK_DIAG_BY_FAMILY,
             flags,
+            protocol,
             SockId::default(),
         ))?;
         let mut sockets = Vec::new();
@@ -331,7 +354,8 @@ impl SockDiag {
                     // SAFETY: `id` holds exactly a SockId's bytes, and every
                     // bit pattern is a valid SockId.
                     let id: SockId = unsafe { std::ptr::read_unaligned(id.as_ptr().cast()) };
-                    sockets.push(UdpSocket {
+                    sockets.push(DiagSocket {
+                        protocol,
                         dst: id.dst[0],
                         dport: id.dport,
                         cookie: u64::from(id.cookie[0]) | (u64::from(id.cookie[1]) << 32),
@@ -343,9 +367,14 @@ impl SockDiag {
         }
     }
 
-    fn destroy(&self, socket: &UdpSocket) -> io::Result<()> {
+    fn destroy(&self, socket: &DiagSocket) -> io::Result<()> {
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-        self.send(&Self::request(SOCK_DESTROY, flags, socket.id))?;
+        self.send(&Self::request(
+            SOCK_DESTROY,
+            flags,
+            socket.protocol,
+            socket.id,
+        ))?;
         let mut buffer = [0_u8; 512];
         let got = self.receive(&mut buffer)?;
         let kind = buffer.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]));
