@@ -59,6 +59,11 @@ struct Args {
     /// host's subnet, VXLAN to the others), host-gw or vxlan.
     #[arg(long, default_value = "auto")]
     pod_network: capstan_agent::network::PodNetworkMode,
+    /// The most Service frontends (ClusterIP, port, protocol) the datapath
+    /// programs; Services beyond it get a Warning event. At most 65536,
+    /// the size of its maps.
+    #[arg(long, default_value_t = capstan_ebpf_common::MAX_FRONTENDS)]
+    max_service_frontends: u32,
     /// Also destroy TCP connections translated to a Service backend that
     /// left (connected UDP sockets always are): their peers get a reset.
     #[arg(long)]
@@ -162,6 +167,7 @@ async fn run() -> anyhow::Result<()> {
         service_cgroup: args.service_cgroup,
         pod_network: args.pod_network,
         destroy_stale_tcp: args.destroy_stale_tcp,
+        max_service_frontends: args.max_service_frontends,
         bpffs: args.bpffs,
         netns_prefix: args.netns_prefix,
         port: args.port,

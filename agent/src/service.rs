@@ -17,6 +17,7 @@ use std::{
 use crate::{
     cache::ClusterCache,
     cgroup::{CgroupError, Hierarchies},
+    events::ApiEvents,
     lb::{self, DatapathError, ServiceTableError},
     logs,
     network::{
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     pub service_cgroup: String,
     /// How pods reach other nodes' pods.
     pub pod_network: PodNetworkMode,
+    /// The most Service frontends (address, port, protocol) the datapath
+    /// programs; capped by its maps' size.
+    pub max_service_frontends: u32,
     /// Whether TCP connections translated to a backend that left are
     /// destroyed too (connected UDP sockets always are).
     pub destroy_stale_tcp: bool,
@@ -227,7 +231,7 @@ pub async fn run_until(
     });
     let mut watches = tokio::task::JoinSet::new();
     let cache = ClusterCache::start(&client, &config.node_name, &mut watches);
-    let heartbeat = tokio::spawn(node::heartbeat(client, node_config, registered));
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_config, registered));
     let pods = tokio::spawn(pod::run_pods(runtime, Arc::clone(&cache.pods)));
     let (stop_routes, routes_stopped) = tokio::sync::oneshot::channel();
     let routes = tokio::spawn(
@@ -241,7 +245,11 @@ pub async fn run_until(
         )
         .run(routes_stopped),
     );
-    let table = lb::ServiceTable::adopt(datapath.take_maps()?, capstan_ebpf_common::MAX_FRONTENDS)?;
+    let max_frontends = config
+        .max_service_frontends
+        .min(capstan_ebpf_common::MAX_FRONTENDS);
+    let table = lb::ServiceTable::adopt(datapath.take_maps()?, max_frontends)?;
+    let events = ApiEvents::start(client.clone(), config.node_name.clone());
     let reaper = lb::NetlinkReaper::new(
         datapath.take_reverse_map()?,
         config.netns_prefix.clone(),
@@ -255,6 +263,7 @@ pub async fn run_until(
             table,
         )
         .with_reaper(Box::new(lb::in_background(reaper)))
+        .with_events(events)
         .run(),
     );
 

@@ -32,11 +32,13 @@ struct HostPlacement {
 
 impl TestAgent {
     /// Starts the agent of `host` (whose containerd must be running), node
-    /// name = the host's name, talking to `control` on `control_host`.
+    /// name = the host's name, talking to `control` on `control_host`, with
+    /// `extra_args` after the harness's flags.
     pub fn start(
         host: &TestHost,
         control: &TestControl,
         control_host: &TestHost,
+        extra_args: &[&str],
     ) -> anyhow::Result<Self> {
         let name = host.name().to_owned();
         let run = host.run_dir("agent")?;
@@ -47,7 +49,7 @@ impl TestAgent {
             control_host.address(),
             control.address().port()
         );
-        let args = vec![
+        let mut args = vec![
             format!("--server={server}"),
             format!("--token={}", control.node_token(&name)?),
             format!("--ca-file={}", control.ca_file().display()),
@@ -65,6 +67,7 @@ impl TestAgent {
             format!("--bpffs={}", host.run_dir("bpf")?.display()),
             format!("--netns-prefix={}", host.pod_netns_prefix()),
         ];
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let mut agent = Self {
             args,
             host: HostPlacement {

@@ -27,11 +27,14 @@ pub struct ClusterSettings {
     /// Only hosts 1 to this one get an agent at start; the others join
     /// later ([`TestCluster::join_node`]). None: every host.
     pub agents_at_start: Option<u8>,
+    /// Flags every agent gets besides the harness's own.
+    pub agent_args: &'static [&'static str],
 }
 
 /// Control and agents; dropped agents first, the network last.
 pub struct TestCluster {
     pub agents: Vec<TestAgent>,
+    agent_args: &'static [&'static str],
     pub control: TestControl,
     client: Client,
     pub net: TestNet,
@@ -127,13 +130,19 @@ impl TestCluster {
         .await?;
         let mut agents = Vec::new();
         for n in 1..=hosts {
-            agents.push(TestAgent::start(net.host(n), &control, net.host(1))?);
+            agents.push(TestAgent::start(
+                net.host(n),
+                &control,
+                net.host(1),
+                settings.agent_args,
+            )?);
         }
         let kubeconfig = Kubeconfig::read_from(control.kubeconfig())?;
         let config =
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let cluster = Self {
             agents,
+            agent_args: settings.agent_args,
             control,
             client: Client::try_from(config)?,
             net,
@@ -165,7 +174,12 @@ impl TestCluster {
         if usize::from(n) != self.agents.len() + 1 {
             bail!("host {n} is not the next to join");
         }
-        let agent = TestAgent::start(self.net.host(n), &self.control, self.net.host(1))?;
+        let agent = TestAgent::start(
+            self.net.host(n),
+            &self.control,
+            self.net.host(1),
+            self.agent_args,
+        )?;
         self.agents.push(agent);
         self.wait_node_ready(self.net.host(n).name()).await
     }

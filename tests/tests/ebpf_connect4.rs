@@ -30,6 +30,10 @@ use capstan_tests::{TestHost, TestNet, artifacts};
 
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 100);
 const SERVICE: &str = "10.96.0.100:80";
+/// One test at a time: the check that a dropped datapath unloads its
+/// programs finds programs by name, and would see another test's.
+static ONE_DATAPATH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const PROGRAMS: [&str; 4] = [
     CONNECT4_PROGRAM,
     SENDMSG4_PROGRAM,
@@ -105,6 +109,9 @@ fn stdout(output: &Output) -> String {
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
+    let _alone = ONE_DATAPATH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let net = TestNet::new(2).unwrap();
     let (client, server) = (net.host(1), net.host(2));
     let (accepted_tx, accepted) = mpsc::channel();
@@ -154,6 +161,13 @@ fn connect4_sends_a_cgroups_connects_to_the_mapped_backend() {
         "{refused:?}"
     );
 
+    // A frontend nobody connected to has no counters to delete: removing
+    // it is no error, and frees its id and backends.
+    let idle = Frontend::new(SERVICE_IP, 81, Protocol::Tcp);
+    services.set(idle, &spec(&[first])).unwrap();
+    services.remove(idle).unwrap();
+    assert!(services.programmed(&idle).is_none());
+
     // Detached: the cgroup's connects go where they were addressed again.
     datapath.detach().unwrap();
     let detached = connect_from(client, &translated);
@@ -196,6 +210,9 @@ fn udp_backend(host: &TestHost, port: u16) {
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn udp_datagrams_reach_backends_and_replies_come_from_the_service() {
+    let _alone = ONE_DATAPATH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let net = TestNet::new(2).unwrap();
     let (client, server) = (net.host(1), net.host(2));
     udp_backend(server, 5353);
@@ -303,6 +320,9 @@ fn held_connection(
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn tcp_connections_to_a_removed_backend_are_destroyed_only_when_asked() {
+    let _alone = ONE_DATAPATH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let net = TestNet::new(2).unwrap();
     let (client, server) = (net.host(1), net.host(2));
     holding_backend(server, 8080);

@@ -65,7 +65,7 @@ fn failed_containers_pods_and_nodes_are_replaced_on_real_agents() {
                 unreachable_seconds: TOLERATION_SECONDS,
             },
         },
-        agents_at_start: None,
+        ..ClusterSettings::default()
     };
     TestCluster::run_with(TestNet::new(3).unwrap(), settings, async |cluster| {
         cluster

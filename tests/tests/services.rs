@@ -710,3 +710,82 @@ spec:
     );
     Ok(())
 }
+
+/// `kubectl describe service <name>` with every kubectl, until each shows
+/// `wanted` (events are written in the background).
+async fn describe_shows(cluster: &TestCluster, name: &str, wanted: &[&str]) -> anyhow::Result<()> {
+    for binary in capstan_tests::control::kubectl_binaries()? {
+        cluster
+            .eventually(
+                Duration::from_secs(30),
+                &format!(
+                    "{} describe service {name} showing {wanted:?}",
+                    binary.display()
+                ),
+                || async {
+                    let output = cluster
+                        .control
+                        .kubectl(&binary)
+                        .args(["describe", "service", name])
+                        .output()
+                        .await
+                        .ok()?;
+                    let (ok, text) = outcome(&output);
+                    (ok && wanted.iter().all(|w| text.contains(w))).then_some(())
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn a_service_the_datapath_cannot_hold_is_told_so_by_an_event() {
+    // Room for two frontends: the kubernetes Service's and one more.
+    let settings = ClusterSettings {
+        agent_args: &["--max-service-frontends=2"],
+        ..ClusterSettings::default()
+    };
+    TestCluster::run_with(TestNet::new(1).unwrap(), settings, async |cluster| {
+        let service = |name: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n"
+            )
+        };
+        cluster.apply(&service("first")).await?;
+        cluster.apply(&service("second")).await?;
+        describe_shows(
+            cluster,
+            "second",
+            &[
+                "Warning  ProgrammingFailed",
+                "node h1 cannot program",
+                "the datapath is full",
+            ],
+        )
+        .await?;
+
+        // Room made: the waiting Service is programmed at once, and says so.
+        cluster.kubectl(&["delete", "service", "first"]).await?;
+        describe_shows(cluster, "second", &["Normal   Programmed"]).await?;
+        let services: Api<Service> = Api::namespaced(cluster.client(), "default");
+        let ip = services
+            .get("second")
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap_or_default();
+        let bpffs = cluster.net.host(1).run_dir("bpf")?;
+        let dump = std::process::Command::new(artifacts::agent()?)
+            .args(["lb", "dump", "--bpffs"])
+            .arg(&bpffs)
+            .output()?;
+        let (ok, table) = outcome(&dump);
+        anyhow::ensure!(
+            ok && table.lines().any(|l| l.starts_with(&format!("{ip}:80 "))),
+            "second's frontend programmed: {table}"
+        );
+        Ok(())
+    });
+}

@@ -9,11 +9,16 @@
 //! endpoints (and refuse connects); then frontends no Service wants are
 //! removed. A relist after a watch gap arrives as notices for exactly the
 //! objects that changed, so it too costs only the difference.
+//!
+//! A Service the datapath cannot hold in full (maps full, too many
+//! frontends) keeps what it had, gets a Warning event once per distinct
+//! failure and a Normal one when it is whole again, and is retried: at
+//! once when a removal frees room, else every few seconds.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -25,10 +30,15 @@ use super::{
     service_table::{Frontend, ServiceTable},
     stale_sockets::SocketReaper,
 };
-use crate::cache::{Notice, ObjectKey, Watched};
+use crate::{
+    cache::{Notice, ObjectKey, Watched},
+    events::{About, EventSink, EventType},
+};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// How often Services that could not be programmed are tried again.
+const RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Balancer<M> {
@@ -44,6 +54,11 @@ pub struct Balancer<M> {
     /// Whether the first full list has been programmed and swept.
     swept: bool,
     reaper: Option<Box<dyn SocketReaper>>,
+    events: Option<Arc<dyn EventSink>>,
+    /// Services not programmed in full, with the failure last reported.
+    failing: HashMap<ObjectKey, String>,
+    /// Whether this pass removed a frontend, which may make room.
+    freed: bool,
 }
 
 /// What one pass of the loop collected.
@@ -71,7 +86,16 @@ impl<M: LbMaps> Balancer<M> {
             service_of: HashMap::new(),
             swept: false,
             reaper: None,
+            events: None,
+            failing: HashMap::new(),
+            freed: false,
         }
+    }
+
+    /// Reports Services the datapath cannot hold as events on them.
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Destroys sockets left connected to backends that leave.
@@ -85,8 +109,13 @@ impl<M: LbMaps> Balancer<M> {
         let mut services = self.services.subscribe();
         let mut slices = self.slices.subscribe();
         let mut pending = Pending::default();
+        let mut retry = tokio::time::interval(RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = retry.tick(), if !self.failing.is_empty() => {
+                    pending.dirty.extend(self.failing.keys().cloned());
+                },
                 notice = services.recv() => match notice {
                     Some(notice) => self.on_service(notice, &mut pending),
                     None => return,
@@ -113,6 +142,12 @@ impl<M: LbMaps> Balancer<M> {
         let count = pending.dirty.len();
         for key in std::mem::take(&mut pending.dirty) {
             self.reconcile(&key);
+        }
+        if std::mem::take(&mut self.freed) {
+            let waiting: Vec<ObjectKey> = self.failing.keys().cloned().collect();
+            for key in waiting {
+                self.reconcile(&key);
+            }
         }
         if !self.swept {
             self.swept = true;
@@ -197,9 +232,10 @@ impl<M: LbMaps> Balancer<M> {
     }
 
     /// Makes the datapath hold what Service `key` wants, and nothing else
-    /// for it.
+    /// for it, and reports whether it could.
     fn reconcile(&mut self, key: &ObjectKey) {
-        let wanted = match self.services.get(key) {
+        let service = self.services.get(key);
+        let wanted = match &service {
             Some(service) => {
                 let slices: Vec<Arc<EndpointSlice>> = self
                     .slices_of
@@ -209,16 +245,21 @@ impl<M: LbMaps> Balancer<M> {
                     .filter_map(|slice| self.slices.get(slice))
                     .collect();
                 let slices: Vec<&EndpointSlice> = slices.iter().map(Arc::as_ref).collect();
-                desired::frontends(&service, &slices, &self.node)
+                desired::frontends(service, &slices, &self.node)
             }
             None => BTreeMap::new(),
         };
         let before = self.programmed.remove(key).unwrap_or_default();
         let mut now = BTreeSet::new();
+        let mut failures = Vec::new();
         for frontend in before.iter().filter(|f| !wanted.contains_key(f)) {
-            if let Err(err) = self.table.remove(*frontend) {
-                tracing::warn!(service = %key, %frontend, %err, "removing a frontend");
-                now.insert(*frontend);
+            match self.table.remove(*frontend) {
+                Ok(()) => self.freed = true,
+                Err(err) => {
+                    tracing::warn!(service = %key, %frontend, %err, "removing a frontend");
+                    failures.push(format!("{frontend}: {err}"));
+                    now.insert(*frontend);
+                }
             }
         }
         for (frontend, spec) in &wanted {
@@ -231,6 +272,7 @@ impl<M: LbMaps> Balancer<M> {
                         service = %key, %frontend, %err,
                         "programming a frontend: it keeps what it had"
                     );
+                    failures.push(format!("{frontend}: {err}"));
                     if before.contains(frontend) {
                         now.insert(*frontend);
                     }
@@ -239,6 +281,43 @@ impl<M: LbMaps> Balancer<M> {
         }
         if !now.is_empty() {
             self.programmed.insert(key.clone(), now);
+        }
+        self.report(key, service.as_deref(), failures);
+    }
+
+    /// An event when Service `key` stops or starts being programmed in
+    /// full; none while it stays as it was.
+    fn report(&mut self, key: &ObjectKey, service: Option<&Service>, failures: Vec<String>) {
+        let Some(service) = service else {
+            self.failing.remove(key);
+            return;
+        };
+        let about = About::of::<Service>(&service.metadata);
+        if failures.is_empty() {
+            if self.failing.remove(key).is_some() {
+                self.record(
+                    &about,
+                    EventType::Normal,
+                    "Programmed",
+                    &format!("node {} programmed every port of the Service", self.node),
+                );
+            }
+            return;
+        }
+        let message = format!(
+            "node {} cannot program {}; those ports keep what they had (nothing if new)",
+            self.node,
+            failures.join("; ")
+        );
+        if self.failing.get(key) != Some(&message) {
+            self.record(&about, EventType::Warning, "ProgrammingFailed", &message);
+        }
+        self.failing.insert(key.clone(), message);
+    }
+
+    fn record(&self, about: &About, kind: EventType, reason: &str, message: &str) {
+        if let Some(events) = &self.events {
+            events.record(about, kind, reason, message);
         }
     }
 

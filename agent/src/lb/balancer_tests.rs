@@ -4,9 +4,12 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 
 use super::*;
-use crate::lb::{
-    maps::RecordingMaps,
-    service_table::{BackendAddr, Protocol},
+use crate::{
+    events::RecordingEvents,
+    lb::{
+        maps::RecordingMaps,
+        service_table::{BackendAddr, Protocol},
+    },
 };
 
 fn service(name: &str, ip: &str) -> Service {
@@ -49,16 +52,22 @@ struct Fixture {
 
 impl Fixture {
     fn new(maps: RecordingMaps) -> Self {
+        Self::holding(maps, 100, Arc::new(RecordingEvents::default()))
+    }
+
+    /// A balancer whose table holds `max_frontends`, reporting to `events`.
+    fn holding(maps: RecordingMaps, max_frontends: u32, events: Arc<RecordingEvents>) -> Self {
         let services = Arc::new(Watched::default());
         let slices = Arc::new(Watched::default());
-        let table = ServiceTable::adopt(maps, 100).unwrap();
+        let table = ServiceTable::adopt(maps, max_frontends).unwrap();
         Self {
             balancer: Balancer::new(
                 "h1".into(),
                 Arc::clone(&services),
                 Arc::clone(&slices),
                 table,
-            ),
+            )
+            .with_events(events),
             services,
             slices,
             pending: Pending::default(),
@@ -261,4 +270,81 @@ fn an_adopted_datapath_is_reconciled_by_difference() {
         Some(vec![at("10.244.1.5")])
     );
     assert_eq!(f.backends(frontend([10, 96, 0, 30])), None);
+}
+
+#[test]
+fn a_service_that_does_not_fit_is_reported_once_and_retried_when_room_is_freed() {
+    let events = Arc::new(RecordingEvents::default());
+    let mut f = Fixture::holding(RecordingMaps::default(), 1, Arc::clone(&events));
+    f.list(
+        vec![service("api", "10.96.0.21"), service("web", "10.96.0.20")],
+        vec![
+            slice("api-1", "api", &["10.244.1.6"]),
+            slice("web-1", "web", &["10.244.1.5"]),
+        ],
+    );
+    f.step(
+        &[
+            Notice::Changed(key("api")),
+            Notice::Changed(key("web")),
+            Notice::Synced,
+        ],
+        &[
+            Notice::Changed(key("api-1")),
+            Notice::Changed(key("web-1")),
+            Notice::Synced,
+        ],
+    );
+    assert!(f.backends(frontend([10, 96, 0, 21])).is_some());
+    assert_eq!(
+        f.backends(frontend([10, 96, 0, 20])),
+        None,
+        "no room for web"
+    );
+    let reported: Vec<_> = events
+        .take()
+        .into_iter()
+        .map(|(about, kind, reason, message)| (about.name, kind, reason, message))
+        .collect();
+    assert_eq!(
+        reported,
+        [(
+            "web".to_owned(),
+            EventType::Warning,
+            "ProgrammingFailed".to_owned(),
+            "node h1 cannot program 10.96.0.20:80/TCP: the datapath is full: it holds 1 \
+             frontends at most (--max-service-frontends); those ports keep what they had \
+             (nothing if new)"
+                .to_owned()
+        )]
+    );
+
+    f.slices.apply(Event::Apply(slice(
+        "web-1",
+        "web",
+        &["10.244.1.5", "10.244.2.5"],
+    )));
+    f.step(&[], &[Notice::Changed(key("web-1"))]);
+    assert!(
+        events.take().is_empty(),
+        "the same failure is reported once"
+    );
+
+    f.services
+        .apply(Event::Delete(service("api", "10.96.0.21")));
+    f.step(&[Notice::Changed(key("api"))], &[]);
+    assert_eq!(
+        f.backends(frontend([10, 96, 0, 20])),
+        Some(vec![at("10.244.1.5"), at("10.244.2.5")]),
+        "retried as soon as api's removal made room"
+    );
+    let reported: Vec<_> = events
+        .take()
+        .into_iter()
+        .map(|(about, kind, reason, _)| (about.name, kind, reason))
+        .collect();
+    assert_eq!(
+        reported,
+        [("web".to_owned(), EventType::Normal, "Programmed".to_owned())]
+    );
 }

@@ -71,9 +71,13 @@ fn map_error(map: &'static str) -> impl Fn(MapError) -> LbMapError {
 }
 
 /// Removing what is not there is not an error: the end state is the same.
+/// aya reports a missing key as the syscall's ENOENT.
 fn removed(result: Result<(), MapError>, map: &'static str) -> Result<(), LbMapError> {
     match result {
         Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(err)) if err.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
         other => other.map_err(map_error(map)),
     }
 }

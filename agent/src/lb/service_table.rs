@@ -122,7 +122,7 @@ pub struct FrontendSpec {
 pub enum ServiceTableError {
     #[error("frontend {0} has {1} backends, more than the datapath's {max}", max = u16::MAX)]
     TooManyBackends(Frontend, usize),
-    #[error("the datapath holds {0} frontends, its most")]
+    #[error("the datapath is full: it holds {0} frontends at most (--max-service-frontends)")]
     TooManyFrontends(u32),
     #[error(transparent)]
     Map(#[from] LbMapError),
