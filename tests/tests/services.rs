@@ -248,13 +248,7 @@ spec:
 
         // `capstan-agent lb dump` shows node 1's programmed datapath and
         // what it counted (its pod's 300 connects at least).
-        let bpffs = cluster.net.host(1).run_dir("bpf")?;
-        let dump = std::process::Command::new(artifacts::agent()?)
-            .args(["lb", "dump", "--bpffs"])
-            .arg(&bpffs)
-            .output()?;
-        let (ok, table) = outcome(&dump);
-        anyhow::ensure!(ok, "lb dump: {table}");
+        let table = lb_dump(cluster, 1)?;
         println!("capstan-agent lb dump on node 1:\n{table}");
         let row: Vec<&str> = table
             .lines()
@@ -711,6 +705,18 @@ spec:
     Ok(())
 }
 
+/// `capstan-agent lb dump` of host `n`'s datapath.
+fn lb_dump(cluster: &TestCluster, n: u8) -> anyhow::Result<String> {
+    let bpffs = cluster.net.host(n).run_dir("bpf")?;
+    let dump = std::process::Command::new(artifacts::agent()?)
+        .args(["lb", "dump", "--bpffs"])
+        .arg(&bpffs)
+        .output()?;
+    let (ok, table) = outcome(&dump);
+    anyhow::ensure!(ok, "lb dump: {table}");
+    Ok(table)
+}
+
 /// `kubectl describe service <name>` with every kubectl, until each shows
 /// `wanted` (events are written in the background).
 async fn describe_shows(cluster: &TestCluster, name: &str, wanted: &[&str]) -> anyhow::Result<()> {
@@ -776,14 +782,9 @@ fn a_service_the_datapath_cannot_hold_is_told_so_by_an_event() {
             .spec
             .and_then(|s| s.cluster_ip)
             .unwrap_or_default();
-        let bpffs = cluster.net.host(1).run_dir("bpf")?;
-        let dump = std::process::Command::new(artifacts::agent()?)
-            .args(["lb", "dump", "--bpffs"])
-            .arg(&bpffs)
-            .output()?;
-        let (ok, table) = outcome(&dump);
+        let table = lb_dump(cluster, 1)?;
         anyhow::ensure!(
-            ok && table.lines().any(|l| l.starts_with(&format!("{ip}:80 "))),
+            table.lines().any(|l| l.starts_with(&format!("{ip}:80 "))),
             "second's frontend programmed: {table}"
         );
         Ok(())

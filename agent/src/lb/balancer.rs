@@ -256,7 +256,6 @@ impl<M: LbMaps> Balancer<M> {
             match self.table.remove(*frontend) {
                 Ok(()) => self.freed = true,
                 Err(err) => {
-                    tracing::warn!(service = %key, %frontend, %err, "removing a frontend");
                     failures.push(format!("{frontend}: {err}"));
                     now.insert(*frontend);
                 }
@@ -268,10 +267,6 @@ impl<M: LbMaps> Balancer<M> {
                     now.insert(*frontend);
                 }
                 Err(err) => {
-                    tracing::warn!(
-                        service = %key, %frontend, %err,
-                        "programming a frontend: it keeps what it had"
-                    );
                     failures.push(format!("{frontend}: {err}"));
                     if before.contains(frontend) {
                         now.insert(*frontend);
@@ -285,8 +280,9 @@ impl<M: LbMaps> Balancer<M> {
         self.report(key, service.as_deref(), failures);
     }
 
-    /// An event when Service `key` stops or starts being programmed in
-    /// full; none while it stays as it was.
+    /// An event and a log line when Service `key` stops or starts being
+    /// programmed in full, or fails differently; none while it stays as it
+    /// was, so retries of a lasting failure are quiet.
     fn report(&mut self, key: &ObjectKey, service: Option<&Service>, failures: Vec<String>) {
         let Some(service) = service else {
             self.failing.remove(key);
@@ -295,6 +291,7 @@ impl<M: LbMaps> Balancer<M> {
         let about = About::of::<Service>(&service.metadata);
         if failures.is_empty() {
             if self.failing.remove(key).is_some() {
+                tracing::info!(service = %key, "a Service programmed in full again");
                 self.record(
                     &about,
                     EventType::Normal,
@@ -309,7 +306,10 @@ impl<M: LbMaps> Balancer<M> {
             self.node,
             failures.join("; ")
         );
-        if self.failing.get(key) != Some(&message) {
+        if self.failing.get(key) == Some(&message) {
+            tracing::debug!(service = %key, %message, "still not programmed in full");
+        } else {
+            tracing::warn!(service = %key, %message, "a Service not programmed in full");
             self.record(&about, EventType::Warning, "ProgrammingFailed", &message);
         }
         self.failing.insert(key.clone(), message);

@@ -135,8 +135,10 @@ impl PodRoutes {
     }
 
     async fn set(&mut self, wanted: RouteTable) {
-        if wanted.values().any(|peer| peer.overlay) && !self.ensure_overlay_device().await {
-            return;
+        if wanted.values().any(|peer| peer.overlay) {
+            // Without the device the overlay routes fail one by one below,
+            // logged; the direct ones go in all the same.
+            self.ensure_overlay_device().await;
         }
         let gone: Vec<(PodSubnet, PeerRoute)> = self
             .installed
@@ -185,10 +187,10 @@ impl PodRoutes {
     }
 
     /// Makes the overlay device, or brings a previous agent's in line;
-    /// false (logged) when that fails.
-    async fn ensure_overlay_device(&mut self) -> bool {
+    /// a failure is logged.
+    async fn ensure_overlay_device(&mut self) {
         if self.overlay_device == Some(true) {
-            return true;
+            return;
         }
         let made = match self.ip.run(vxlan::create(&self.uplink)).await {
             Err(NetworkError::Ip { message, .. }) if message.contains("File exists") => Ok(()),
@@ -206,11 +208,9 @@ impl PodRoutes {
             Ok(()) => {
                 tracing::info!(device = vxlan::DEVICE, uplink = %self.uplink.name, "pod overlay up");
                 self.overlay_device = Some(true);
-                true
             }
             Err(err) => {
                 tracing::warn!(%err, "making the VXLAN device for nodes on other subnets");
-                false
             }
         }
     }
