@@ -12,7 +12,10 @@
 //!   and DNAT, masquerade marks), (c) through nftables verdict maps as
 //!   kube-proxy's nftables mode writes them, (d) to a backend directly.
 //!   Each mode has its own host, so no mode's rules are in another's way;
-//!   rounds alternate the modes and the medians are reported.
+//!   rounds alternate the modes and the medians are reported. Ratios and
+//!   latency differences to direct are taken within each round (the
+//!   modes run back to back) and their median reported, so a noisy
+//!   neighbour slowing one round does not skew the comparison.
 //! - Programming: control and a release agent with 10,000 Services and
 //!   their EndpointSlices; 100 times, one slice is updated through the API
 //!   and the pinned frontend map is polled until its revision changes.
@@ -51,8 +54,8 @@ use crate::{TestHost, TestNet, cluster::TestCluster};
 const SCALES: [usize; 3] = [1, 1_000, 10_000];
 const BACKENDS: u16 = 10;
 const BACKEND_PORT: u16 = 9000;
-const CONNECTS: usize = 4_000;
-const ROUNDS: usize = 3;
+const CONNECTS: usize = 2_000;
+const ROUNDS: usize = 9;
 const PROGRAM_UPDATES: usize = 100;
 const MODES: [&str; 4] = ["ebpf", "iptables", "nft", "direct"];
 
@@ -318,8 +321,16 @@ fn feed(host: &TestHost, program: &str, args: &[&str], input: &str) -> anyhow::R
     Ok(started.elapsed())
 }
 
-/// The four modes' medians at each scale.
-type Results = BTreeMap<(usize, &'static str), Measured>;
+/// One mode at one scale beside direct.
+struct Compared {
+    /// Median over rounds of connects/s over direct's in the same round.
+    ratio: f64,
+    /// Median over rounds of p50 less direct's in the same round.
+    p50_delta_us: f64,
+}
+
+/// The four modes at each scale.
+type Results = BTreeMap<(usize, &'static str), Compared>;
 
 fn connects() -> anyhow::Result<Results> {
     // h1: eBPF and direct; h2: the backends; h3: iptables; h4: nftables.
@@ -389,6 +400,7 @@ fn connects() -> anyhow::Result<Results> {
                 samples.entry(mode).or_default().push(measured);
             }
         }
+        let direct_runs = samples.get("direct").cloned().unwrap_or_default();
         for (mode, runs) in samples {
             let pick =
                 |f: fn(&Measured) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
@@ -397,11 +409,24 @@ fn connects() -> anyhow::Result<Results> {
                 p50_us: pick(|m| m.p50_us),
                 p99_us: pick(|m| m.p99_us),
             };
+            let paired = |f: fn(&Measured, &Measured) -> f64| {
+                median(
+                    &mut runs
+                        .iter()
+                        .zip(&direct_runs)
+                        .map(|(run, direct)| f(run, direct))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let compared = Compared {
+                ratio: paired(|run, direct| run.per_s / direct.per_s),
+                p50_delta_us: paired(|run, direct| run.p50_us - direct.p50_us),
+            };
             println!(
-                "{scale:>6} services  {mode:<8} {:>8.0} connects/s  p50 {:>6.1} us  p99 {:>7.1} us",
-                m.per_s, m.p50_us, m.p99_us
+                "{scale:>6} services  {mode:<8} {:>8.0} connects/s  p50 {:>6.1} us  p99 {:>7.1} us  {:.2}x direct, p50 {:+.1} us",
+                m.per_s, m.p50_us, m.p99_us, compared.ratio, compared.p50_delta_us
             );
-            results.insert((scale, mode), m);
+            results.insert((scale, mode), compared);
         }
         // The next scale's rules replace these whole, as a resync does
         // (iptables-restore replaces the nat table on its own).
@@ -566,29 +591,16 @@ pub fn run() -> anyhow::Result<()> {
         programmed.agent_rss_mb,
         programmed.maps_mb
     );
-    let at = |mode| {
-        results
-            .get(&(SCALES[2], mode))
-            .map(|m| m.per_s)
-            .unwrap_or(f64::NAN)
-    };
-    let p50 = |mode| {
-        results
-            .get(&(SCALES[2], mode))
-            .map(|m| m.p50_us)
-            .unwrap_or(f64::NAN)
-    };
-    let direct = at("direct");
-    println!(
-        "ebpf p50 at 10k is {:+.1} us from direct",
-        p50("ebpf") - p50("direct")
-    );
+    let at_10k = |mode| results.get(&(SCALES[2], mode));
+    let ratio = |mode| at_10k(mode).map_or(f64::NAN, |c| c.ratio);
+    let ebpf_delta = at_10k("ebpf").map_or(f64::NAN, |c| c.p50_delta_us);
+    println!("ebpf p50 at 10k is {ebpf_delta:+.1} us from direct (median of the rounds)");
     println!(
         "bench service-lb: ebpf_ratio_10k={:.2} iptables_ratio_10k={:.2} nft_ratio_10k={:.2} ebpf_p50_delta_us_10k={:.1} program_p50_ms={:.1} program_p99_ms={:.1} agent_rss_10k_mb={:.1} maps_10k_mb={:.1}",
-        at("ebpf") / direct,
-        at("iptables") / direct,
-        at("nft") / direct,
-        p50("ebpf") - p50("direct"),
+        ratio("ebpf"),
+        ratio("iptables"),
+        ratio("nft"),
+        ebpf_delta,
         programmed.p50_ms,
         programmed.p99_ms,
         programmed.agent_rss_mb,
