@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod cgroup;
+pub mod dns;
 pub mod events;
 pub mod lb;
 pub mod logs;
