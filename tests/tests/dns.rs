@@ -1,0 +1,161 @@
+//! The agent's DNS server on real sockets, asked by real clients: busybox
+//! `nslookup` from another test host gets a ClusterIP Service's A record,
+//! a named port's SRV, a ClusterIP's PTR, the schema version's TXT and
+//! NXDOMAIN for a missing Service; an answer too large for UDP comes back
+//! truncated, and whole over TCP.
+
+#![allow(clippy::unwrap_used)] // a failed step is a failed test
+
+use std::{process::Output, sync::Arc};
+
+use capstan_agent::dns::{Answerer, Zone, ZoneHandle, serve_tcp, serve_udp};
+use capstan_tests::TestNet;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn zone() -> Zone {
+    let web: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web", "namespace": "default" },
+        "spec": { "clusterIP": "10.96.0.20", "ports": [{ "name": "http", "port": 80 }] },
+    }))
+    .unwrap();
+    let many: Service = serde_json::from_value(json!({
+        "metadata": { "name": "many", "namespace": "default" },
+        "spec": { "clusterIP": "None" },
+    }))
+    .unwrap();
+    let endpoints: Vec<_> = (1..=60)
+        .map(|i| json!({ "addresses": [format!("10.244.1.{i}")], "conditions": { "ready": true } }))
+        .collect();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": { "name": "many-1", "namespace": "default",
+                      "labels": { "kubernetes.io/service-name": "many" } },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    }))
+    .unwrap();
+    Zone::build(
+        "cluster.local",
+        &[Arc::new(web), Arc::new(many)],
+        &[Arc::new(slice)],
+        1,
+    )
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A query for `name`'s A records, as a stub resolver writes it.
+fn a_query(name: &str) -> Vec<u8> {
+    let mut out = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 1, 0, 1]);
+    out
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn real_clients_get_the_zone_over_udp_and_tcp() {
+    let net = TestNet::new(2).unwrap();
+    let (server, client) = (net.host(1), net.host(2));
+    let address = std::net::SocketAddr::from((server.address(), 53));
+    let (udp, tcp) = server
+        .netns()
+        .run(move || {
+            let udp = std::net::UdpSocket::bind(address).unwrap();
+            let tcp = std::net::TcpListener::bind(address).unwrap();
+            udp.set_nonblocking(true).unwrap();
+            tcp.set_nonblocking(true).unwrap();
+            (udp, tcp)
+        })
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(ZoneHandle::default());
+    handle.publish(zone());
+    let answerer = Arc::new(Answerer {
+        domain: "cluster.local".into(),
+        ttl: 5,
+        zone: handle,
+    });
+    runtime.block_on(async {
+        let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+        let tcp = tokio::net::TcpListener::from_std(tcp).unwrap();
+        tokio::spawn(serve_udp(udp, Arc::clone(&answerer)));
+        tokio::spawn(serve_tcp(tcp, answerer));
+    });
+
+    let nslookup = |args: &[&str]| {
+        let output = client
+            .command("busybox")
+            .unwrap()
+            .arg("nslookup")
+            .args(args)
+            .arg(server.address().to_string())
+            .output()
+            .unwrap();
+        text(&output)
+    };
+    let a = nslookup(&["-type=a", "web.default.svc.cluster.local"]);
+    assert!(a.contains("Address: 10.96.0.20"), "{a}");
+    let srv = nslookup(&["-type=srv", "_http._tcp.web.default.svc.cluster.local"]);
+    assert!(
+        srv.contains("0 100 80 web.default.svc.cluster.local"),
+        "{srv}"
+    );
+    let ptr = nslookup(&["-type=ptr", "20.0.96.10.in-addr.arpa"]);
+    assert!(
+        ptr.contains("name = web.default.svc.cluster.local"),
+        "{ptr}"
+    );
+    let txt = nslookup(&["-type=txt", "dns-version.cluster.local"]);
+    assert!(txt.contains("1.1.0"), "{txt}");
+    let missing = nslookup(&["-type=a", "missing.default.svc.cluster.local"]);
+    assert!(missing.contains("NXDOMAIN"), "{missing}");
+
+    // 60 A records do not fit in 512 bytes: UDP says so, TCP has them all.
+    let query = a_query("many.default.svc.cluster.local");
+    let (truncated, whole) = runtime.block_on(async {
+        let socket = client
+            .netns()
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+            .unwrap();
+        socket.connect(address).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        socket.send(&query).unwrap();
+        let mut reply = [0_u8; 1500];
+        let got = socket.recv(&mut reply).unwrap();
+        let truncated = reply[..got].to_vec();
+        let stream = client
+            .netns()
+            .run(move || std::net::TcpStream::connect(address).unwrap())
+            .unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
+        stream
+            .write_all(&(query.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&query).await.unwrap();
+        let mut prefix = [0_u8; 2];
+        stream.read_exact(&mut prefix).await.unwrap();
+        let mut whole = vec![0_u8; usize::from(u16::from_be_bytes(prefix))];
+        stream.read_exact(&mut whole).await.unwrap();
+        (truncated, whole)
+    });
+    assert_eq!(truncated[2] & 0x02, 0x02, "TC over UDP");
+    assert_eq!(u16::from_be_bytes([truncated[6], truncated[7]]), 0);
+    assert_eq!(whole[2] & 0x02, 0, "no TC over TCP");
+    assert_eq!(u16::from_be_bytes([whole[6], whole[7]]), 60);
+    runtime.shutdown_background();
+}
