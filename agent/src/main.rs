@@ -83,6 +83,9 @@ struct Args {
     cluster_dns: std::net::Ipv4Addr,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The TTL of cluster DNS answers, in seconds (CoreDNS's default).
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
     /// Registries (host[:port]) reached over plain HTTP; loopback ones
     /// always are.
     #[arg(long, value_delimiter = ',')]
@@ -174,6 +177,7 @@ async fn run() -> anyhow::Result<()> {
         max_pods: args.max_pods,
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain,
+        dns_ttl: args.dns_ttl,
         insecure_registry: args.insecure_registry,
         agent_program: std::env::current_exe().context("finding the agent's own binary")?,
     };

@@ -15,8 +15,9 @@ use std::{
 };
 
 use crate::{
-    cache::ClusterCache,
+    cache::{ClusterCache, ObjectKey},
     cgroup::{CgroupError, Hierarchies},
+    dns,
     events::ApiEvents,
     lb::{self, DatapathError, ServiceTableError},
     logs,
@@ -68,6 +69,8 @@ pub struct AgentConfig {
     pub max_pods: u32,
     pub cluster_dns: Ipv4Addr,
     pub cluster_domain: String,
+    /// The TTL of the cluster zone's answers, seconds.
+    pub dns_ttl: u32,
     /// Registries reached over plain HTTP.
     pub insecure_registry: Vec<String>,
     /// The agent's own binary, which runs the node's log collector.
@@ -163,6 +166,21 @@ pub async fn run_until(
     network.ensure().await?;
     network::enable_forwarding()?;
     network::masquerade(&network::Nft, &subnet).await?;
+    // The node's DNS server listens on the pods' gateway, which every pod
+    // and the host reach; the kube-dns address is sent there, node-local.
+    let dns_address = std::net::SocketAddr::from((subnet.gateway(), 53));
+    let dns_udp = tokio::net::UdpSocket::bind(dns_address)
+        .await
+        .map_err(|source| ServiceError::Io {
+            what: format!("listening for DNS on {dns_address}/udp"),
+            source,
+        })?;
+    let dns_tcp = tokio::net::TcpListener::bind(dns_address)
+        .await
+        .map_err(|source| ServiceError::Io {
+            what: format!("listening for DNS on {dns_address}/tcp"),
+            source,
+        })?;
     let pool = AddressPool::open(config.data_dir.join("ipam"), subnet)?;
     let pods_run_dir = config.run_dir.join("pods");
     let sandboxes = Sandboxes::new(
@@ -248,6 +266,29 @@ pub async fn run_until(
     let max_frontends = config
         .max_service_frontends
         .min(capstan_ebpf_common::MAX_FRONTENDS);
+    let zone = Arc::new(dns::ZoneHandle::default());
+    let answerer = Arc::new(dns::Answerer {
+        domain: config.cluster_domain.clone(),
+        ttl: config.dns_ttl,
+        zone: Arc::clone(&zone),
+    });
+    let dns_servers = [
+        tokio::spawn(dns::serve_udp(dns_udp, Arc::clone(&answerer))),
+        tokio::spawn(dns::serve_tcp(dns_tcp, answerer)),
+        tokio::spawn({
+            let keep = dns::builder::keep_zone(
+                config.cluster_domain.clone(),
+                Arc::clone(&cache.services),
+                Arc::clone(&cache.endpoint_slices),
+                zone,
+            );
+            async move {
+                keep.await;
+                Ok(())
+            }
+        }),
+    ];
+    tracing::info!(address = %dns_address, "cluster DNS served");
     let table = lb::ServiceTable::adopt(datapath.take_maps()?, max_frontends)?;
     let events = ApiEvents::start(client.clone(), config.node_name.clone());
     let reaper = lb::NetlinkReaper::new(
@@ -264,6 +305,13 @@ pub async fn run_until(
         )
         .with_reaper(Box::new(lb::in_background(reaper)))
         .with_events(events)
+        .with_node_local(
+            ObjectKey {
+                namespace: "kube-system".into(),
+                name: "kube-dns".into(),
+            },
+            subnet.gateway(),
+        )
         .run(),
     );
 
@@ -278,6 +326,9 @@ pub async fn run_until(
     heartbeat.abort();
     server.abort();
     balancer.abort();
+    for server in dns_servers {
+        server.abort();
+    }
     let _ = stop_routes.send(());
     if tokio::time::timeout(Duration::from_secs(10), routes)
         .await

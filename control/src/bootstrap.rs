@@ -1,6 +1,8 @@
 //! What a cluster has from its first start: the namespaces `default`,
 //! `kube-system`, `kube-public` and `kube-node-lease`, the `kubernetes`
-//! Service at the first service address, and that Service's endpoints
+//! Service at the first service address, the `kube-dns` Service at
+//! 10.96.0.10 (without a selector: every node's agent answers it itself),
+//! and the `kubernetes` Service's endpoints
 //! (the Endpoints and EndpointSlice naming control's advertised address,
 //! written at every start as kube-apiserver's endpoint reconciler does).
 //! Made through the API router, so they are defaulted and validated like
@@ -12,7 +14,7 @@ use axum::{Router, body::Body, http::Request};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::registry::kinds::services::KUBERNETES_SERVICE_IP;
+use crate::registry::kinds::services::{KUBE_DNS_SERVICE_IP, KUBERNETES_SERVICE_IP};
 
 #[derive(Debug, thiserror::Error)]
 #[error("creating {what} at first start: HTTP {code}: {body}")]
@@ -49,7 +51,34 @@ pub async fn ensure_defaults(
             "ports": [{ "name": "https", "port": 443, "targetPort": api_port, "protocol": "TCP" }],
         },
     });
-    create(app, token, "/api/v1/namespaces/default/services", service).await
+    create(app, token, "/api/v1/namespaces/default/services", service).await?;
+    let dns = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "KubeDNS",
+            },
+        },
+        "spec": {
+            "clusterIP": KUBE_DNS_SERVICE_IP.to_string(),
+            "ports": [
+                { "name": "dns", "port": 53, "protocol": "UDP" },
+                { "name": "dns-tcp", "port": 53, "protocol": "TCP" },
+            ],
+        },
+    });
+    match create(app, token, "/api/v1/namespaces/kube-system/services", dns).await {
+        // A cluster older than kube-dns may have given its address away.
+        Err(err) if err.code == 422 => {
+            tracing::warn!(%err, "no kube-dns Service: cluster DNS is not reachable at its address");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Points the `kubernetes` Service at `api`: an Endpoints object and an

@@ -3,14 +3,27 @@
 //! a named port's SRV, a ClusterIP's PTR, the schema version's TXT and
 //! NXDOMAIN for a missing Service; an answer too large for UDP comes back
 //! truncated, and whole over TCP.
+//!
+//! In a cluster: pods on each node reach their own node's DNS at the
+//! kube-dns address 10.96.0.10; a pod resolves a Service's short name
+//! through its resolv.conf search path; a new Service answers within a
+//! second and a deleted one stops.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
 use std::{process::Output, sync::Arc};
 
+use std::time::{Duration, Instant};
+
 use capstan_agent::dns::{Answerer, Zone, ZoneHandle, serve_tcp, serve_udp};
-use capstan_tests::TestNet;
+use capstan_tests::{
+    TestNet,
+    artifacts::TESTAPP_IMAGE,
+    cluster::{TestCluster, host_index, node_of, outcome, serving},
+};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::api::ListParams;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -158,4 +171,151 @@ fn real_clients_get_the_zone_over_udp_and_tcp() {
     assert_eq!(whole[2] & 0x02, 0, "no TC over TCP");
     assert_eq!(u16::from_be_bytes([whole[6], whole[7]]), 60);
     runtime.shutdown_background();
+}
+
+/// `busybox nslookup <args> 10.96.0.10` inside `pod`'s network namespace,
+/// where the Service datapath sends it to the node's own DNS server.
+async fn nslookup(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<String> {
+    let host = cluster.net.host(host_index(&node_of(pod)));
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut command = host.pod_command(&uid, "busybox")?;
+    command.arg("nslookup").args(args).arg("10.96.0.10");
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    Ok(outcome(&output).1)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root; run by cargo xtask test"]
+fn pods_resolve_services_through_their_own_nodes_dns() {
+    TestCluster::run(TestNet::new(2).unwrap(), async |cluster| {
+        cluster
+            .apply(&format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: client
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: client}}
+  template:
+    metadata:
+      labels: {{app: client}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {TESTAPP_IMAGE}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80}}]
+"#
+            ))
+            .await?;
+        cluster
+            .kubectl(&["rollout", "status", "deployment/client", "--timeout=90s"])
+            .await?;
+        let pods: Vec<Pod> = cluster
+            .pods("default")
+            .list(&ListParams::default().labels("app=client"))
+            .await?
+            .items
+            .into_iter()
+            .filter(serving)
+            .collect();
+        let nodes: std::collections::BTreeSet<String> = pods.iter().map(node_of).collect();
+        anyhow::ensure!(nodes.len() == 2, "a client on each node: {nodes:?}");
+        let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(cluster.client(), "default");
+        let ip = services
+            .get("web")
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap_or_default();
+
+        for pod in &pods {
+            let a = nslookup(cluster, pod, &["-type=a", "web.default.svc.cluster.local"]).await?;
+            anyhow::ensure!(
+                a.contains(&format!("Address: {ip}")),
+                "from {}: {a}",
+                node_of(pod)
+            );
+            let missing =
+                nslookup(cluster, pod, &["-type=a", "nope.default.svc.cluster.local"]).await?;
+            anyhow::ensure!(missing.contains("NXDOMAIN"), "{missing}");
+        }
+
+        // A pod's own resolver: the short name through the search path.
+        cluster
+            .apply(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: lookup}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {TESTAPP_IMAGE}\n    args: [dns-lookup, web]\n"
+            ))
+            .await?;
+        let logs = cluster
+            .eventually(
+                Duration::from_secs(60),
+                "the lookup pod's answer",
+                || async {
+                    let pod = cluster.pods("default").get("lookup").await.ok()?;
+                    let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+                    if phase != "Succeeded" && phase != "Failed" {
+                        return None;
+                    }
+                    cluster.kubectl(&["logs", "lookup"]).await.ok()
+                },
+            )
+            .await?;
+        anyhow::ensure!(logs.trim() == ip, "dns-lookup web printed {logs:?}");
+
+        // A new Service answers within a second of its creation, and a
+        // deleted one stops.
+        let pod = &pods[0];
+        cluster
+            .apply("apiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec:\n  ports: [{port: 80}]\n")
+            .await?;
+        let created = Instant::now();
+        let name = "late.default.svc.cluster.local";
+        let answered = cluster
+            .eventually(
+                Duration::from_secs(5),
+                "the new Service answering",
+                || async {
+                    let a = nslookup(cluster, pod, &["-type=a", name]).await.ok()?;
+                    (!a.contains("NXDOMAIN") && a.contains("Address: 10."))
+                        .then(|| created.elapsed())
+                },
+            )
+            .await?;
+        anyhow::ensure!(
+            answered < Duration::from_secs(1),
+            "answered after {answered:?}"
+        );
+        cluster.kubectl(&["delete", "service", "late"]).await?;
+        let deleted = Instant::now();
+        let gone = cluster
+            .eventually(
+                Duration::from_secs(5),
+                "the deleted Service gone",
+                || async {
+                    let a = nslookup(cluster, pod, &["-type=a", name]).await.ok()?;
+                    a.contains("NXDOMAIN").then(|| deleted.elapsed())
+                },
+            )
+            .await?;
+        anyhow::ensure!(
+            gone < Duration::from_secs(1),
+            "still answered after {gone:?}"
+        );
+        println!(
+            "a new Service answered {answered:?} after its creation; a deleted one stopped {gone:?} after"
+        );
+        Ok(())
+    });
 }

@@ -748,9 +748,10 @@ async fn describe_shows(cluster: &TestCluster, name: &str, wanted: &[&str]) -> a
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn a_service_the_datapath_cannot_hold_is_told_so_by_an_event() {
-    // Room for two frontends: the kubernetes Service's and one more.
+    // Room for four frontends: the kubernetes Service's, kube-dns's two
+    // (UDP and TCP) and one more.
     let settings = ClusterSettings {
-        agent_args: &["--max-service-frontends=2"],
+        agent_args: &["--max-service-frontends=4"],
         ..ClusterSettings::default()
     };
     TestCluster::run_with(TestNet::new(1).unwrap(), settings, async |cluster| {

@@ -1,11 +1,15 @@
 //! Cluster DNS in the agent, to the Kubernetes DNS specification: the
 //! zone as a snapshot of the agent's cache (`zone`), where a name falls in
 //! it (`names`), the answer to a question (`answer`), and the message
-//! format (`wire`), and the UDP and TCP servers over a replaceable
-//! snapshot (`server`). Forwarding to upstream resolvers, the snapshot's
-//! builder over the watch cache and the kube-dns Service come next.
+//! format (`wire`), the UDP and TCP servers over a replaceable snapshot
+//! (`server`), and the snapshot's upkeep from the watch cache (`builder`).
+//! The servers listen on the node's pod gateway; the kube-dns Service's
+//! address reaches them through the Service datapath, node-local. Names
+//! outside the zone are refused until forwarding to upstream resolvers
+//! comes.
 
 pub mod answer;
+pub mod builder;
 pub mod names;
 pub mod server;
 pub mod wire;

@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{
     answer::{Authority, Record},
-    wire::{self, WireError},
+    wire::{self, Rcode, WireError},
     zone::Zone,
 };
 
@@ -27,24 +27,21 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_TCP: usize = 65_535;
 
 /// The current zone, shared by the servers and the builder that
-/// replaces it.
+/// replaces it; none before the first is built.
 #[derive(Debug, Default)]
 pub struct ZoneHandle {
-    current: RwLock<Arc<Zone>>,
+    current: RwLock<Option<Arc<Zone>>>,
 }
 
 impl ZoneHandle {
     pub fn publish(&self, zone: Zone) {
         if let Ok(mut current) = self.current.write() {
-            *current = Arc::new(zone);
+            *current = Some(Arc::new(zone));
         }
     }
 
-    pub fn current(&self) -> Arc<Zone> {
-        self.current
-            .read()
-            .map(|zone| Arc::clone(&zone))
-            .unwrap_or_default()
+    pub fn current(&self) -> Option<Arc<Zone>> {
+        self.current.read().ok().and_then(|zone| zone.clone())
     }
 }
 
@@ -67,7 +64,11 @@ impl Answerer {
                 return true;
             }
         };
-        let zone = self.zone.current();
+        let Some(zone) = self.zone.current() else {
+            // Not listed yet: an answer now could deny what exists.
+            wire::write_rcode(&query, Rcode::ServFail, out);
+            return true;
+        };
         let authority = Authority {
             domain: &self.domain,
             ttl: self.ttl,

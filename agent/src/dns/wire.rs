@@ -221,6 +221,14 @@ pub fn write_reply(query: &Query, outcome: &Outcome, soa: &Record, udp: bool, ou
     }
 }
 
+/// A reply to `query` carrying only `rcode` and its question.
+pub fn write_rcode(query: &Query, rcode: Rcode, out: &mut Vec<u8>) {
+    out.clear();
+    write_header(query.id, query.flags, rcode, false, out);
+    out.extend_from_slice(&query.question);
+    out[5] = 1;
+}
+
 /// A reply carrying only `rcode`, for a query the zone could not read.
 pub fn write_error(id: u16, flags: u16, rcode: Rcode, out: &mut Vec<u8>) {
     out.clear();

@@ -59,6 +59,9 @@ pub struct Balancer<M> {
     failing: HashMap<ObjectKey, String>,
     /// Whether this pass removed a frontend, which may make room.
     freed: bool,
+    /// A Service this node serves itself, and the local address it is
+    /// served at.
+    node_local: Option<(ObjectKey, std::net::Ipv4Addr)>,
 }
 
 /// What one pass of the loop collected.
@@ -89,7 +92,15 @@ impl<M: LbMaps> Balancer<M> {
             events: None,
             failing: HashMap::new(),
             freed: false,
+            node_local: None,
         }
+    }
+
+    /// Sends Service `key` to this node's `address` (same ports) instead of
+    /// its endpoints: the cluster DNS, which every agent serves.
+    pub fn with_node_local(mut self, key: ObjectKey, address: std::net::Ipv4Addr) -> Self {
+        self.node_local = Some((key, address));
+        self
     }
 
     /// Reports Services the datapath cannot hold as events on them.
@@ -235,8 +246,14 @@ impl<M: LbMaps> Balancer<M> {
     /// for it, and reports whether it could.
     fn reconcile(&mut self, key: &ObjectKey) {
         let service = self.services.get(key);
-        let wanted = match &service {
-            Some(service) => {
+        let local = self
+            .node_local
+            .as_ref()
+            .filter(|(local, _)| local == key)
+            .map(|(_, address)| *address);
+        let wanted = match (&service, local) {
+            (Some(service), Some(address)) => desired::node_local(service, address),
+            (Some(service), None) => {
                 let slices: Vec<Arc<EndpointSlice>> = self
                     .slices_of
                     .get(key)
@@ -247,7 +264,7 @@ impl<M: LbMaps> Balancer<M> {
                 let slices: Vec<&EndpointSlice> = slices.iter().map(Arc::as_ref).collect();
                 desired::frontends(service, &slices, &self.node)
             }
-            None => BTreeMap::new(),
+            (None, _) => BTreeMap::new(),
         };
         let before = self.programmed.remove(key).unwrap_or_default();
         let mut now = BTreeSet::new();

@@ -76,6 +76,35 @@ pub fn frontends(
     wanted
 }
 
+/// The frontends of a Service this node serves itself (the cluster DNS):
+/// each ClusterIP port sent to the same port of `address`, whatever its
+/// slices say, so the traffic never leaves the node.
+pub fn node_local(service: &Service, address: Ipv4Addr) -> BTreeMap<Frontend, FrontendSpec> {
+    let mut wanted = BTreeMap::new();
+    let Some(spec) = &service.spec else {
+        return wanted;
+    };
+    let addresses: BTreeSet<Ipv4Addr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    for (number, protocol) in spec.ports.iter().flatten().filter_map(frontend_port) {
+        for &ip in &addresses {
+            wanted.insert(
+                Frontend::new(ip, number, protocol),
+                FrontendSpec {
+                    backends: BTreeSet::from([BackendAddr(SocketAddrV4::new(address, number))]),
+                    affinity_timeout_secs: 0,
+                },
+            );
+        }
+    }
+    wanted
+}
+
 fn frontend_port(port: &ServicePort) -> Option<(u16, Protocol)> {
     let number = u16::try_from(port.port).ok().filter(|p| *p != 0)?;
     Some((number, protocol(port.protocol.as_deref())?))

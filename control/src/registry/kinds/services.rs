@@ -33,6 +33,9 @@ const SERVICE_NETWORK: u32 = u32::from_be_bytes([10, 96, 0, 0]);
 const SERVICE_PREFIX: u32 = 12;
 /// The cluster IP of `kubernetes.default`, never handed out otherwise.
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// The cluster IP of `kube-dns.kube-system` (the agents' `--cluster-dns`),
+/// never handed out otherwise either.
+pub const KUBE_DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const NODE_PORTS: std::ops::RangeInclusive<i32> = 30000..=32767;
 
 const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
@@ -81,11 +84,12 @@ async fn allocate_ip(store: &dyn Store, owner: &str) -> Result<Ipv4Addr, ApiErro
     let start = rand::random::<u32>() % size;
     for step in 0..size {
         let offset = (start + step) % size;
-        // Skip the network address, the kubernetes service and broadcast.
-        if offset <= 1 || offset == size - 1 {
+        let ip = Ipv4Addr::from(SERVICE_NETWORK + offset);
+        // Skip the network address, the kubernetes and kube-dns Services
+        // and broadcast.
+        if offset <= 1 || offset == size - 1 || ip == KUBE_DNS_SERVICE_IP {
             continue;
         }
-        let ip = Ipv4Addr::from(SERVICE_NETWORK + offset);
         if take(store, &ip_key(ip), owner).await? {
             return Ok(ip);
         }
