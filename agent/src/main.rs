@@ -86,6 +86,10 @@ struct Args {
     /// The TTL of cluster DNS answers, in seconds (CoreDNS's default).
     #[arg(long, default_value_t = 5)]
     dns_ttl: u32,
+    /// Resolvers (ip:port) for names outside the cluster zone; the host's
+    /// /etc/resolv.conf nameservers when not given.
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// Registries (host[:port]) reached over plain HTTP; loopback ones
     /// always are.
     #[arg(long, value_delimiter = ',')]
@@ -178,6 +182,7 @@ async fn run() -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain,
         dns_ttl: args.dns_ttl,
+        dns_upstreams: args.dns_upstream,
         insecure_registry: args.insecure_registry,
         agent_program: std::env::current_exe().context("finding the agent's own binary")?,
     };

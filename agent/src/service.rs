@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// The TTL of the cluster zone's answers, seconds.
     pub dns_ttl: u32,
+    /// Where names outside the zone go; empty: the host's resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// Registries reached over plain HTTP.
     pub insecure_registry: Vec<String>,
     /// The agent's own binary, which runs the node's log collector.
@@ -267,10 +269,19 @@ pub async fn run_until(
         .max_service_frontends
         .min(capstan_ebpf_common::MAX_FRONTENDS);
     let zone = Arc::new(dns::ZoneHandle::default());
+    let forwarder = match config.dns_upstreams.is_empty() {
+        true => dns::Forwarder::from_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            config.cluster_dns.into(),
+        ),
+        false => dns::Forwarder::new(config.dns_upstreams.clone()),
+    };
+    tracing::info!(upstreams = ?forwarder.upstreams(), "names outside the cluster zone");
     let answerer = Arc::new(dns::Answerer {
         domain: config.cluster_domain.clone(),
         ttl: config.dns_ttl,
         zone: Arc::clone(&zone),
+        forwarder,
     });
     let dns_servers = [
         tokio::spawn(dns::serve_udp(dns_udp, Arc::clone(&answerer))),

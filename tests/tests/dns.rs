@@ -7,7 +7,9 @@
 //! In a cluster: pods on each node reach their own node's DNS at the
 //! kube-dns address 10.96.0.10; a pod resolves a Service's short name
 //! through its resolv.conf search path; a new Service answers within a
-//! second and a deleted one stops.
+//! second and a deleted one stops; a name outside the cluster is answered
+//! by the upstream (dnsmasq on a host outside the cluster), and SERVFAIL
+//! comes within the upstream timeout once it is dead.
 
 #![allow(clippy::unwrap_used)] // a failed step is a failed test
 
@@ -15,11 +17,11 @@ use std::{process::Output, sync::Arc};
 
 use std::time::{Duration, Instant};
 
-use capstan_agent::dns::{Answerer, Zone, ZoneHandle, serve_tcp, serve_udp};
+use capstan_agent::dns::{Answerer, Forwarder, Zone, ZoneHandle, serve_tcp, serve_udp};
 use capstan_tests::{
     TestNet,
     artifacts::TESTAPP_IMAGE,
-    cluster::{TestCluster, host_index, node_of, outcome, serving},
+    cluster::{ClusterSettings, TestCluster, host_index, node_of, outcome, serving},
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -98,6 +100,7 @@ fn real_clients_get_the_zone_over_udp_and_tcp() {
         domain: "cluster.local".into(),
         ttl: 5,
         zone: handle,
+        forwarder: Forwarder::new(Vec::new()),
     });
     runtime.block_on(async {
         let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
@@ -173,6 +176,16 @@ fn real_clients_get_the_zone_over_udp_and_tcp() {
     runtime.shutdown_background();
 }
 
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `busybox nslookup <args> 10.96.0.10` inside `pod`'s network namespace,
 /// where the Service datapath sends it to the node's own DNS server.
 async fn nslookup(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Result<String> {
@@ -187,7 +200,13 @@ async fn nslookup(cluster: &TestCluster, pod: &Pod, args: &[&str]) -> anyhow::Re
 #[test]
 #[ignore = "end-to-end: needs root; run by cargo xtask test"]
 fn pods_resolve_services_through_their_own_nodes_dns() {
-    TestCluster::run(TestNet::new(2).unwrap(), async |cluster| {
+    // Host 3 joins no cluster: it runs the upstream resolver.
+    let settings = ClusterSettings {
+        agents_at_start: Some(2),
+        agent_args: &["--dns-upstream=198.18.0.3:53"],
+        ..ClusterSettings::default()
+    };
+    TestCluster::run_with(TestNet::new(3).unwrap(), settings, async |cluster| {
         cluster
             .apply(&format!(
                 r#"
@@ -315,6 +334,46 @@ spec:
         );
         println!(
             "a new Service answered {answered:?} after its creation; a deleted one stopped {gone:?} after"
+        );
+
+        // Outside the zone: the upstream's answer, then SERVFAIL once it
+        // is gone, within its 2 s timeout.
+        let upstream = cluster
+            .net
+            .host(3)
+            .command("dnsmasq")?
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--pid-file=",
+                "--bind-interfaces",
+                "--listen-address=198.18.0.3",
+                "--host-record=outside.test,192.0.2.7",
+            ])
+            .spawn()?;
+        let mut upstream = KillOnDrop(upstream);
+        let outside = cluster
+            .eventually(
+                Duration::from_secs(10),
+                "the upstream answering",
+                || async {
+                    let a = nslookup(cluster, pod, &["-type=a", "outside.test"])
+                        .await
+                        .ok()?;
+                    a.contains("Address: 192.0.2.7").then_some(a)
+                },
+            )
+            .await?;
+        println!("forwarded: {outside}");
+        upstream.0.kill()?;
+        upstream.0.wait()?;
+        let asked = Instant::now();
+        let failed = nslookup(cluster, pod, &["-type=a", "outside.test"]).await?;
+        let took = asked.elapsed();
+        anyhow::ensure!(
+            failed.contains("SERVFAIL") && took < Duration::from_secs(4),
+            "a dead upstream after {took:?}: {failed}"
         );
         Ok(())
     });

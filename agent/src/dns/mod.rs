@@ -5,16 +5,17 @@
 //! (`server`), and the snapshot's upkeep from the watch cache (`builder`).
 //! The servers listen on the node's pod gateway; the kube-dns Service's
 //! address reaches them through the Service datapath, node-local. Names
-//! outside the zone are refused until forwarding to upstream resolvers
-//! comes.
+//! outside the zone go to the upstream resolvers (`forward`).
 
 pub mod answer;
 pub mod builder;
+pub mod forward;
 pub mod names;
 pub mod server;
 pub mod wire;
 pub mod zone;
 
 pub use answer::{Authority, Outcome, RData, Record, RecordType};
-pub use server::{Answerer, ZoneHandle, serve_tcp, serve_udp};
+pub use forward::Forwarder;
+pub use server::{Answerer, Handled, ZoneHandle, serve_tcp, serve_udp};
 pub use zone::Zone;

@@ -16,8 +16,9 @@ use tokio::{
 };
 
 use super::{
-    answer::{Authority, Record},
-    wire::{self, Rcode, WireError},
+    answer::{Authority, Outcome, Record},
+    forward::Forwarder,
+    wire::{self, Query, Rcode, WireError},
     zone::Zone,
 };
 
@@ -45,29 +46,42 @@ impl ZoneHandle {
     }
 }
 
-/// What answering needs: the zone's name, its TTL, and its snapshot.
+/// What answering needs: the zone's name, its TTL, its snapshot, and
+/// where names outside it go.
 #[derive(Debug)]
 pub struct Answerer {
     pub domain: String,
     pub ttl: u32,
     pub zone: Arc<ZoneHandle>,
+    pub forwarder: Forwarder,
+}
+
+/// What became of a packet.
+#[derive(Debug)]
+pub enum Handled {
+    /// The reply is in the buffer.
+    Reply,
+    /// Nothing to send.
+    Dropped,
+    /// For the upstream resolvers.
+    Forward(Query),
 }
 
 impl Answerer {
-    /// The reply to `packet` in `out`; false when it gets none.
-    pub fn reply(&self, packet: &[u8], udp: bool, out: &mut Vec<u8>) -> bool {
+    /// The zone's reply to `packet` in `out`, or what else to do with it.
+    pub fn reply(&self, packet: &[u8], udp: bool, out: &mut Vec<u8>) -> Handled {
         let query = match wire::parse_query(packet) {
             Ok(query) => query,
-            Err(WireError::Unreadable) => return false,
+            Err(WireError::Unreadable) => return Handled::Dropped,
             Err(WireError::Reply { id, flags, rcode }) => {
                 wire::write_error(id, flags, rcode, out);
-                return true;
+                return Handled::Reply;
             }
         };
         let Some(zone) = self.zone.current() else {
             // Not listed yet: an answer now could deny what exists.
             wire::write_rcode(&query, Rcode::ServFail, out);
-            return true;
+            return Handled::Reply;
         };
         let authority = Authority {
             domain: &self.domain,
@@ -75,25 +89,54 @@ impl Answerer {
             zone: &zone,
         };
         let outcome = authority.answer(&query.name, query.record_type());
+        if outcome == Outcome::Forward {
+            return Handled::Forward(query);
+        }
         let soa = Record {
             name: self.domain.clone(),
             ttl: self.ttl,
             data: authority.soa(),
         };
         wire::write_reply(&query, &outcome, &soa, udp, out);
-        true
+        Handled::Reply
+    }
+
+    /// An upstream's answer to `query` (sent as `packet`) in `out`, or
+    /// SERVFAIL when none answered.
+    pub async fn forward(&self, query: &Query, packet: &[u8], tcp: bool, out: &mut Vec<u8>) {
+        match self.forwarder.forward(packet, tcp).await {
+            Some(answer) => {
+                out.clear();
+                out.extend_from_slice(&answer);
+            }
+            None => wire::write_rcode(query, Rcode::ServFail, out),
+        }
     }
 }
 
-/// Answers datagrams on `socket` until it fails.
+/// Answers datagrams on `socket` until it fails; forwarded ones on tasks
+/// of their own, so a slow upstream holds up no other query.
 pub async fn serve_udp(socket: UdpSocket, answerer: Arc<Answerer>) -> io::Result<()> {
+    let socket = Arc::new(socket);
     let mut packet = vec![0_u8; 65_535];
     let mut out = Vec::with_capacity(wire::CLASSIC_UDP);
     loop {
         let (length, peer) = socket.recv_from(&mut packet).await?;
-        if answerer.reply(&packet[..length], true, &mut out) {
+        match answerer.reply(&packet[..length], true, &mut out) {
             // A client gone meanwhile is its own affair.
-            let _ = socket.send_to(&out, peer).await;
+            Handled::Reply => {
+                let _ = socket.send_to(&out, peer).await;
+            }
+            Handled::Dropped => {}
+            Handled::Forward(query) => {
+                let (socket, answerer) = (Arc::clone(&socket), Arc::clone(&answerer));
+                let packet = packet[..length].to_vec();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    answerer.forward(&query, &packet, false, &mut out).await;
+                    let _ = socket.send_to(&out, peer).await;
+                });
+            }
         }
     }
 }
@@ -126,8 +169,14 @@ async fn serve_connection(mut stream: TcpStream, answerer: &Answerer) -> io::Res
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet[..length]))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        if !answerer.reply(&packet[..length], false, &mut out) {
-            return Ok(());
+        match answerer.reply(&packet[..length], false, &mut out) {
+            Handled::Reply => {}
+            Handled::Dropped => return Ok(()),
+            Handled::Forward(query) => {
+                answerer
+                    .forward(&query, &packet[..length], true, &mut out)
+                    .await;
+            }
         }
         let Ok(reply_length) = u16::try_from(out.len()) else {
             return Ok(());
