@@ -245,7 +245,7 @@ pub async fn run_until(
         dns: DnsSettings {
             nameserver: config.cluster_dns,
             cluster_domain: config.cluster_domain.clone(),
-            host_resolv_conf,
+            host_resolv_conf: host_resolv_conf.clone(),
         },
         clock: Arc::new(SystemClock),
     });
@@ -271,7 +271,7 @@ pub async fn run_until(
     let zone = Arc::new(dns::ZoneHandle::default());
     let forwarder = match config.dns_upstreams.is_empty() {
         true => dns::Forwarder::from_resolv_conf(
-            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            &host_resolv_conf,
             config.cluster_dns.into(),
         ),
         false => dns::Forwarder::new(config.dns_upstreams.clone()),

@@ -1,6 +1,7 @@
 //! Placing a process before it starts: into a network namespace, and into a
 //! cgroup v2 leaf of the harness instance, where teardown finds and kills it
-//! along with everything it spawns (containerd's shims, for instance).
+//! along with everything it spawns (containerd's shims, for instance); and
+//! a child killed when a test ends, however it ends.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -64,4 +65,16 @@ fn open_procs(cgroup: &str) -> anyhow::Result<File> {
         .write(true)
         .open(&procs)
         .with_context(|| format!("opening {}", procs.display()))
+}
+
+/// A child process killed (and reaped) when dropped, however the test
+/// ends.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

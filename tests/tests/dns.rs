@@ -22,6 +22,7 @@ use capstan_tests::{
     TestNet,
     artifacts::TESTAPP_IMAGE,
     cluster::{ClusterSettings, TestCluster, host_index, node_of, outcome, serving},
+    process::KillOnDrop,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -174,16 +175,6 @@ fn real_clients_get_the_zone_over_udp_and_tcp() {
     assert_eq!(whole[2] & 0x02, 0, "no TC over TCP");
     assert_eq!(u16::from_be_bytes([whole[6], whole[7]]), 60);
     runtime.shutdown_background();
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `busybox nslookup <args> 10.96.0.10` inside `pod`'s network namespace,

@@ -31,6 +31,7 @@ use capstan_tests::{
         ClusterSettings, TestCluster, host_index, in_pod, node_of, outcome, pod_ip, pod_testapp,
         serving,
     },
+    process::KillOnDrop,
 };
 use k8s_openapi::api::{
     core::v1::{Pod, Service},
@@ -77,16 +78,6 @@ async fn patch_service(cluster: &TestCluster, spec: &str) -> anyhow::Result<()> 
         ])
         .await?;
     Ok(())
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn tail(text: &str) -> String {
