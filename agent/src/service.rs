@@ -270,10 +270,7 @@ pub async fn run_until(
         .min(capstan_ebpf_common::MAX_FRONTENDS);
     let zone = Arc::new(dns::ZoneHandle::default());
     let forwarder = match config.dns_upstreams.is_empty() {
-        true => dns::Forwarder::from_resolv_conf(
-            &host_resolv_conf,
-            config.cluster_dns.into(),
-        ),
+        true => dns::Forwarder::from_resolv_conf(&host_resolv_conf, config.cluster_dns.into()),
         false => dns::Forwarder::new(config.dns_upstreams.clone()),
     };
     tracing::info!(upstreams = ?forwarder.upstreams(), "names outside the cluster zone");
