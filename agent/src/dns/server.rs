@@ -92,12 +92,12 @@ impl Answerer {
         if outcome == Outcome::Forward {
             return Handled::Forward(query);
         }
-        let soa = Record {
+        let soa = || Record {
             name: self.domain.clone(),
             ttl: self.ttl,
             data: authority.soa(),
         };
-        wire::write_reply(&query, &outcome, &soa, udp, out);
+        wire::write_reply(&query, &outcome, soa, udp, out);
         Handled::Reply
     }
 

@@ -178,16 +178,23 @@ fn read_name(packet: &[u8], at: usize) -> Option<(String, usize)> {
 }
 
 /// The zone's reply to `query`, written into `out`: `outcome`'s records,
-/// or for NODATA and NXDOMAIN the zone's `soa` as authority; REFUSED for
+/// or for NODATA and NXDOMAIN the zone's SOA (made by `soa`) as authority; REFUSED for
 /// what the zone does not answer (forwarding happens before). Over UDP
 /// (`udp`), an answer larger than the client takes is cut to the header
 /// and question with TC set, so the client asks again over TCP.
-pub fn write_reply(query: &Query, outcome: &Outcome, soa: &Record, udp: bool, out: &mut Vec<u8>) {
+pub fn write_reply(
+    query: &Query,
+    outcome: &Outcome,
+    soa: impl FnOnce() -> Record,
+    udp: bool,
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    let (rcode, answers, authority): (Rcode, &[Record], Option<&Record>) = match outcome {
+    // The SOA is made only for the answers that carry it.
+    let (rcode, answers, authority): (Rcode, &[Record], Option<Record>) = match outcome {
         Outcome::Records(records) => (Rcode::NoError, records, None),
-        Outcome::NoData => (Rcode::NoError, &[], Some(soa)),
-        Outcome::NxDomain => (Rcode::NxDomain, &[], Some(soa)),
+        Outcome::NoData => (Rcode::NoError, &[], Some(soa())),
+        Outcome::NxDomain => (Rcode::NxDomain, &[], Some(soa())),
         Outcome::Refused | Outcome::Forward => (Rcode::Refused, &[], None),
     };
     write_header(query.id, query.flags, rcode, true, out);
@@ -195,7 +202,7 @@ pub fn write_reply(query: &Query, outcome: &Outcome, soa: &Record, udp: bool, ou
     for record in answers {
         write_record(record, query, out);
     }
-    if let Some(soa) = authority {
+    if let Some(soa) = &authority {
         write_record(soa, query, out);
     }
     let counts = [

@@ -65,7 +65,7 @@ fn an_answer_points_back_at_the_question_and_echoes_it_as_sent() {
     let sent = packet(0x1234, "Web.default.svc.cluster.local", 1, Some(1232));
     let query = parse_query(&sent).unwrap();
     let mut out = Vec::new();
-    write_reply(&query, &a_records(&query.name, 1), &soa(), true, &mut out);
+    write_reply(&query, &a_records(&query.name, 1), soa, true, &mut out);
     assert_eq!(word(&out, 0), 0x1234);
     let flags = word(&out, 2);
     assert_eq!(flags & 0x8000, 0x8000, "a response");
@@ -89,10 +89,10 @@ fn an_answer_points_back_at_the_question_and_echoes_it_as_sent() {
 fn nodata_and_nxdomain_carry_the_zone_soa() {
     let query = parse_query(&packet(1, "missing.default.svc.cluster.local", 1, None)).unwrap();
     let mut out = Vec::new();
-    write_reply(&query, &Outcome::NxDomain, &soa(), true, &mut out);
+    write_reply(&query, &Outcome::NxDomain, soa, true, &mut out);
     assert_eq!(word(&out, 2) & 0x000f, Rcode::NxDomain as u16);
     assert_eq!([word(&out, 6), word(&out, 8)], [0, 1]);
-    write_reply(&query, &Outcome::NoData, &soa(), true, &mut out);
+    write_reply(&query, &Outcome::NoData, soa, true, &mut out);
     assert_eq!(word(&out, 2) & 0x000f, 0);
     assert_eq!([word(&out, 6), word(&out, 8)], [0, 1]);
     // The SOA's type sits after its name.
@@ -105,11 +105,11 @@ fn nodata_and_nxdomain_carry_the_zone_soa() {
 fn an_answer_too_large_for_udp_is_truncated_for_tcp() {
     let query = parse_query(&packet(1, "db.default.svc.cluster.local", 1, None)).unwrap();
     let mut out = Vec::new();
-    write_reply(&query, &a_records(&query.name, 40), &soa(), true, &mut out);
+    write_reply(&query, &a_records(&query.name, 40), soa, true, &mut out);
     assert_eq!(word(&out, 2) & 0x0200, 0x0200, "TC");
     assert_eq!(word(&out, 6), 0);
     assert_eq!(out.len(), HEADER + query.question.len());
-    write_reply(&query, &a_records(&query.name, 40), &soa(), false, &mut out);
+    write_reply(&query, &a_records(&query.name, 40), soa, false, &mut out);
     assert_eq!(word(&out, 6), 40, "over TCP, all of it");
 }
 
@@ -167,7 +167,7 @@ fn random_and_mutated_packets_never_panic() {
         };
         match parse_query(&packet) {
             Ok(query) => {
-                write_reply(&query, &a_records(&query.name, 3), &soa(), true, &mut out);
+                write_reply(&query, &a_records(&query.name, 3), soa, true, &mut out);
                 assert!(out.len() <= query.udp_size);
             }
             Err(WireError::Reply { id, flags, rcode }) => write_error(id, flags, rcode, &mut out),

@@ -305,12 +305,11 @@ impl<M: LbMaps> Balancer<M> {
             self.failing.remove(key);
             return;
         };
-        let about = About::of::<Service>(&service.metadata);
         if failures.is_empty() {
             if self.failing.remove(key).is_some() {
                 tracing::info!(service = %key, "a Service programmed in full again");
                 self.record(
-                    &about,
+                    service,
                     EventType::Normal,
                     "Programmed",
                     &format!("node {} programmed every port of the Service", self.node),
@@ -327,14 +326,19 @@ impl<M: LbMaps> Balancer<M> {
             tracing::debug!(service = %key, %message, "still not programmed in full");
         } else {
             tracing::warn!(service = %key, %message, "a Service not programmed in full");
-            self.record(&about, EventType::Warning, "ProgrammingFailed", &message);
+            self.record(service, EventType::Warning, "ProgrammingFailed", &message);
         }
         self.failing.insert(key.clone(), message);
     }
 
-    fn record(&self, about: &About, kind: EventType, reason: &str, message: &str) {
+    fn record(&self, service: &Service, kind: EventType, reason: &str, message: &str) {
         if let Some(events) = &self.events {
-            events.record(about, kind, reason, message);
+            events.record(
+                &About::of::<Service>(&service.metadata),
+                kind,
+                reason,
+                message,
+            );
         }
     }
 

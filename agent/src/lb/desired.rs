@@ -18,7 +18,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Service, ServicePort},
+    core::v1::{Service, ServicePort, ServiceSpec},
     discovery::v1::{Endpoint, EndpointSlice},
 };
 
@@ -40,13 +40,7 @@ pub fn frontends(
     if spec.type_.as_deref() == Some("ExternalName") {
         return wanted;
     }
-    let addresses: BTreeSet<Ipv4Addr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
+    let addresses = cluster_ipv4s(spec);
     let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
     let affinity_timeout_secs = match spec.session_affinity.as_deref() {
         Some("ClientIP") => spec
@@ -84,13 +78,7 @@ pub fn node_local(service: &Service, address: Ipv4Addr) -> BTreeMap<Frontend, Fr
     let Some(spec) = &service.spec else {
         return wanted;
     };
-    let addresses: BTreeSet<Ipv4Addr> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(spec.cluster_ip.iter())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
+    let addresses = cluster_ipv4s(spec);
     for (number, protocol) in spec.ports.iter().flatten().filter_map(frontend_port) {
         for &ip in &addresses {
             wanted.insert(
@@ -103,6 +91,17 @@ pub fn node_local(service: &Service, address: Ipv4Addr) -> BTreeMap<Frontend, Fr
         }
     }
     wanted
+}
+
+/// A Service's IPv4 cluster IPs (`clusterIPs`, and `clusterIP` for
+/// objects written before it).
+fn cluster_ipv4s(spec: &ServiceSpec) -> BTreeSet<Ipv4Addr> {
+    spec.cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
 }
 
 fn frontend_port(port: &ServicePort) -> Option<(u16, Protocol)> {
